@@ -1,0 +1,62 @@
+"""The `simkit` command. Subcommands live in sibling modules and are imported only when used, so
+`simkit predict` never pays for torch, pandas or matplotlib."""
+from __future__ import annotations
+
+import importlib
+import sys
+
+import click
+
+from simkit import __version__
+from simkit.errors import SimkitError
+
+_COMMANDS = {
+    "predict": ("simkit.cli.predict", "predict_cmd", "Predict step, epoch and total time and memory of a plan."),
+    "sweep": ("simkit.cli.predict", "sweep_cmd", "Predict every combination of varied plan keys into a CSV."),
+    "estimate": ("simkit.cli.predict", "estimate_cmd", "Quick 6*N*D compute estimate of a training run."),
+    "hardware": ("simkit.cli.hardware", "hardware_cmd", "List and show the hardware catalogue."),
+    "calibrate": ("simkit.cli.calibrate", "calibrate_cmd", "Measure this machine and write a calibrated profile."),
+    "validate": ("simkit.cli.validate", "validate_cmd", "Compare predictions with real training runs or published data."),
+    "history": ("simkit.cli.history", "history_cmd", "Calibration history: list, show, compare, check, plot."),
+}
+
+
+class LazyGroup(click.Group):
+    def list_commands(self, ctx):
+        return list(_COMMANDS)
+
+    def get_command(self, ctx, name):
+        if name not in _COMMANDS:
+            return None
+        module, attr, _ = _COMMANDS[name]
+        return getattr(importlib.import_module(module), attr)
+
+    def format_commands(self, ctx, formatter):
+        rows = [(name, help_) for name, (_, _, help_) in _COMMANDS.items()]
+        with formatter.section("Commands"):
+            formatter.write_dl(rows)
+
+    def invoke(self, ctx):
+        try:
+            return super().invoke(ctx)
+        except SimkitError as exc:
+            if ctx.params.get("debug"):
+                raise
+            click.echo(f"error: {exc}", err=True)
+            ctx.exit(2)
+
+
+@click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="simkit")
+@click.option("--debug", is_flag=True, help="Show a traceback for errors.")
+def cli(debug: bool) -> None:
+    """simkit: how long will this training run take on that hardware, does it fit, and what is the
+    fastest way to run it?"""
+
+
+def main() -> None:
+    try:
+        cli.main(standalone_mode=True)
+    except SimkitError as exc:  # raised outside a command's invoke (e.g. while parsing)
+        click.echo(f"error: {exc}", err=True)
+        sys.exit(2)

@@ -1,0 +1,126 @@
+"""Time of one operation on one device: GEMMs through the device's matmul efficiency (catalogue)
+or its measured throughput table (calibrated profile); memory-bound ops from bytes / achieved
+bandwidth (roofline: Williams et al. 2009, "Roofline: an insightful visual performance model")."""
+from __future__ import annotations
+
+import functools
+
+import numpy as np
+
+from simkit.hardware import Device
+
+# Achieved fraction of peak HBM bandwidth for streaming kernels when a device file gives none.
+# Assumption informed by STREAM/BabelStream-type results on datacenter GPUs (typically 85-92% of
+# the datasheet figure); `simkit calibrate` replaces it with a measurement.
+DEFAULT_BANDWIDTH_EFFICIENCY = 0.85
+
+# Catalogue matmul efficiencies are MAMF figures: the best shape of a search, one GEMM repeated at
+# full clocks. A training step sustains less (power-limited clocks, concurrent NCCL kernels, less
+# favourable shapes). The best published end-to-end result on A100 is 72% MFU (FlashAttention-2,
+# Dao 2023, abstract: "225 TFLOPs/s per A100 GPU (72% model FLOPs utilization)") against an A100
+# MAMF of 86.9% (stas00/ml-engineering): their ratio, 0.83, is applied to every catalogue device.
+# Calibrated profiles are measured, not derated.
+SUSTAINED_MATMUL_FRACTION = 0.72 / 0.869
+
+# Fused attention kernels run well below GEMM efficiency: FlashAttention (v1) reaches "only 25-40%
+# of the theoretical maximum FLOPs/s", FlashAttention-2 "50-73%" in the forward pass (Dao 2023,
+# Sec. 1 and abstract). simkit's default is the v1-class figure, the generation behind most
+# published 2022-2023 training measurements; the backward pass runs slower than the forward in both
+# generations. Calibrated profiles replace both with measured SDPA throughput.
+FUSED_ATTENTION_EFFICIENCY_FWD = 0.40
+FUSED_ATTENTION_EFFICIENCY_BWD = 0.30
+
+# Host-side cost of launching one eager PyTorch op. Overlaps with GPU work (asynchronous launch) but
+# adds to every op on a CPU device. Assumption: a few microseconds per op in eager mode.
+DISPATCH_S = 5e-6
+
+
+def _log_points(points) -> np.ndarray:
+    return np.log2(np.array([[p.m, p.n, p.k] for p in points], dtype=float))
+
+
+@functools.lru_cache(maxsize=32)
+def _table(device: Device, dtype: str):
+    cal = device.calibration
+    if cal is None or not cal.matmul:
+        return None
+    points = cal.matmul.get(dtype)
+    if not points:
+        fallback = {"tf32": "fp32", "fp8": "bf16"}.get(dtype)
+        points = cal.matmul.get(fallback) if fallback else None
+    if not points:
+        return None
+    rates = np.array([p.flop_per_s for p in points], dtype=float)
+    return _log_points(points), rates
+
+
+def matmul_rate(device: Device, dtype: str, m, n, k) -> np.ndarray:
+    """Achieved FLOP/s for an (m x k) @ (k x n) GEMM.
+
+    Calibrated: inverse-distance weighting of the measured throughputs in log2(m, n, k) space over
+    the 4 nearest measured shapes (shapes beyond the table take the nearest measured rates).
+    Catalogue: dense peak x the device's matmul efficiency for that dtype.
+    """
+    table = _table(device, dtype)
+    if table is None:
+        peak = device.peak(dtype) or device.peak("fp32")
+        rate = peak * device.efficiency(dtype) * SUSTAINED_MATMUL_FRACTION
+        return np.broadcast_to(rate, np.shape(m * n * k)).astype(float)
+    pts, rates = table
+    q = np.log2(np.stack(np.broadcast_arrays(*(np.asarray(x, dtype=float) for x in (m, n, k))), axis=-1))
+    q = np.maximum(q, 0.0)
+    dist = np.sqrt(((q[..., None, :] - pts) ** 2).sum(-1))          # (..., n_points)
+    nearest = min(4, len(rates))
+    idx = np.argsort(dist, axis=-1)[..., :nearest]
+    d = np.take_along_axis(dist, idx, -1)
+    wts = 1.0 / np.maximum(d, 1e-3) ** 2
+    return (wts * rates[idx]).sum(-1) / wts.sum(-1)
+
+
+def bandwidth(device: Device, nbytes, pattern: str = "triad") -> np.ndarray:
+    """Achieved bytes/s for a streaming kernel moving `nbytes` (working set)."""
+    cal = device.calibration
+    table = cal.memory_bandwidth.get(pattern) or cal.memory_bandwidth.get("copy") if cal else None
+    if table:
+        sizes = np.log2([row[0] for row in table])
+        rates = np.array([row[1] for row in table])
+        return np.interp(np.log2(np.maximum(np.asarray(nbytes, dtype=float), 1.0)), sizes, rates)
+    eff = device.memory_bandwidth_efficiency or DEFAULT_BANDWIDTH_EFFICIENCY
+    return np.broadcast_to(device.memory_bandwidth_bytes_per_s * eff, np.shape(nbytes)).astype(float)
+
+
+def gemm_time(device: Device, dtype: str, m, n, k, batch, elem_bytes: int):
+    """Roofline time of a (batched) GEMM: max(compute at the achieved rate, bytes at bandwidth)."""
+    flops = 2.0 * m * n * k * batch
+    moved = (m * k + k * n + m * n) * batch * elem_bytes
+    t_compute = flops / matmul_rate(device, dtype, m, n, k)
+    t_memory = moved / bandwidth(device, moved)
+    return np.maximum(t_compute, t_memory)
+
+
+def memory_time(device: Device, nbytes):
+    return nbytes / bandwidth(device, nbytes)
+
+
+def attention_rates(device: Device, dtype: str, seq_len, head_dim):
+    """(forward, backward) FLOP/s of fused attention."""
+    cal = device.calibration
+    if cal is not None and cal.attention:
+        rows = [r for r in cal.attention if r.get("dtype") == dtype] or list(cal.attention)
+        keys = np.log2([[r["seq_len"], r["head_dim"]] for r in rows])
+        q = np.log2(np.stack(np.broadcast_arrays(np.asarray(seq_len, float), np.asarray(head_dim, float)), -1))
+        idx = np.argmin(((q[..., None, :] - keys) ** 2).sum(-1), axis=-1)
+        fwd = np.array([r["forward_flop_per_s_median"] for r in rows])[idx]
+        bwd = np.array([r["backward_flop_per_s_median"] for r in rows])[idx]
+        return fwd, bwd
+    peak = device.peak(dtype) or device.peak("fp32")
+    if device.calibration is not None:   # calibrated without an attention table: use the GEMM rate
+        rate = matmul_rate(device, dtype, seq_len, seq_len, head_dim)
+        return rate, rate
+    return peak * FUSED_ATTENTION_EFFICIENCY_FWD, peak * FUSED_ATTENTION_EFFICIENCY_BWD
+
+
+def is_host_device(device: Device) -> bool:
+    """A CPU runs ops synchronously, so per-op dispatch cost adds up instead of hiding."""
+    env = device.calibration.environment if device.calibration else {}
+    return device.name.startswith("cpu") or str(env.get("device_type", "")).lower() == "cpu"

@@ -1,0 +1,314 @@
+"""Hardware profiles: devices, interconnects and systems, loaded from the YAML catalogue in
+`hardware/` (or from a calibrated profile file) and converted once to SI units."""
+from __future__ import annotations
+
+import functools
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from simkit.errors import SimkitError, close_names
+from simkit.yamlio import Located, read_yaml
+
+KINDS = ("device", "interconnect", "system")
+DTYPES = ("fp32", "tf32", "fp16", "bf16", "fp8")
+GIB = 2**30
+GB = 1e9
+TFLOP = 1e12
+
+
+@dataclass(frozen=True)
+class MatmulPoint:
+    m: int
+    n: int
+    k: int
+    flop_per_s: float
+    flop_per_s_iqr: float = 0.0
+
+
+@dataclass(frozen=True)
+class CollectiveFit:
+    """Alpha-beta fit of one measured collective (nccl-tests conventions)."""
+
+    latency_s: float
+    bus_bandwidth_bytes_per_s: float
+    backend: str = ""
+    nproc: int = 0
+
+
+@dataclass(frozen=True, eq=False)
+class Calibration:
+    """What `simkit calibrate` measured; absent for catalogue entries."""
+
+    date: str
+    environment: dict
+    matmul: dict[str, tuple[MatmulPoint, ...]]
+    memory_bandwidth: dict[str, tuple[tuple[float, float, float], ...]]  # pattern -> (bytes, B/s, iqr)
+    attention: tuple[dict, ...]
+    collectives: dict[str, CollectiveFit]
+    raw: dict = field(repr=False, default_factory=dict)
+
+
+@dataclass(frozen=True, eq=False)   # hashed by identity: profiles are cached per file
+class Device:
+    name: str
+    description: str
+    memory_bytes: float
+    memory_bandwidth_bytes_per_s: float
+    peak_flop_per_s: dict[str, float]
+    matmul_efficiency: dict[str, float]            # dtype or 'default' -> fraction of peak
+    memory_bandwidth_efficiency: float | None = None
+    price_per_hour_usd: float | None = None
+    calibration: Calibration | None = None
+    sources: dict[str, str] = field(default_factory=dict, repr=False)
+    path: str = ""
+
+    def peak(self, dtype: str) -> float | None:
+        return self.peak_flop_per_s.get(dtype)
+
+    def efficiency(self, dtype: str) -> float:
+        return self.matmul_efficiency.get(dtype, self.matmul_efficiency.get("default", 1.0))
+
+
+@dataclass(frozen=True)
+class Interconnect:
+    name: str
+    description: str
+    bandwidth_bytes_per_s: float   # per direction, per device (or per NIC)
+    latency_s: float
+    efficiency: float | None = None
+    sources: dict[str, str] = field(default_factory=dict, repr=False)
+
+
+@dataclass(frozen=True)
+class System:
+    name: str
+    description: str
+    source: str
+    device: str
+    devices_per_node: int
+    intra_node: str | None
+    inter_node: str | None
+    inter_node_links: int
+
+
+# ----------------------------------------------------------------------------- catalogue files
+def catalogue_dir() -> Path:
+    """The shipped catalogue: package data when installed, `hardware/` in a source checkout."""
+    try:
+        from importlib.resources import files
+
+        root = Path(str(files("simkit.catalogue")))
+        if (root / "devices").is_dir():
+            return root
+    except (ModuleNotFoundError, TypeError):
+        pass
+    return Path(__file__).resolve().parent.parent / "hardware"
+
+
+def _folder(kind: str) -> str:
+    return {"device": "devices", "interconnect": "interconnects", "system": "systems"}[kind]
+
+
+@functools.lru_cache(maxsize=None)
+def catalogue_names(kind: str) -> tuple[str, ...]:
+    return tuple(sorted(p.stem for p in (catalogue_dir() / _folder(kind)).glob("*.yaml")))
+
+
+def _catalogue_path(kind: str, name: str, loc: Located | None = None, path: tuple = ()) -> Path:
+    names = catalogue_names(kind)
+    if name not in names:
+        msg = f"unknown {kind} {name!r}; {close_names(name, names)}"
+        if loc is not None:
+            raise loc.error(path, msg)
+        raise SimkitError(msg, key=kind)
+    return catalogue_dir() / _folder(kind) / f"{name}.yaml"
+
+
+def looks_like_path(name: str) -> bool:
+    return "/" in name or name.endswith((".yaml", ".yml"))
+
+
+# ----------------------------------------------------------------------------- parsing helpers
+def _fact(loc: Located, data: dict, path: tuple, key: str, *, required: bool = True,
+          positive: bool = True, maximum: float | None = None) -> tuple[float | None, str]:
+    """Read a `{value: N, source: "..."}` fact; returns (value, source)."""
+    where = path + (key,)
+    if key not in data:
+        if required:
+            raise loc.error(path, f"missing required key '{key}' (a mapping {{value: N, source: \"...\"}})")
+        return None, ""
+    item = data[key]
+    if not isinstance(item, dict):
+        raise loc.error(where, f"{item!r} must be a mapping {{value: N, source: \"...\"}}")
+    for extra in item:
+        if extra not in ("value", "source", "dense"):
+            raise loc.error(where + (extra,), f"unknown key; allowed: value, source, dense")
+    if "source" not in item or not isinstance(item["source"], str) or not item["source"].strip():
+        raise loc.error(where, "every value needs a non-empty 'source' (document or measurement)")
+    value = item.get("value")
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise loc.error(where + ("value",), f"{value!r} is not a number")
+    if not math.isfinite(value):
+        raise loc.error(where + ("value",), f"{value!r} is not a finite number")
+    if positive and value <= 0:
+        raise loc.error(where + ("value",), f"{value!r} must be positive (> 0)")
+    if maximum is not None and value > maximum:
+        raise loc.error(where + ("value",), f"{value!r} is above the maximum {maximum:g}")
+    if "dense" in item and not isinstance(item["dense"], bool):
+        raise loc.error(where + ("dense",), f"{item['dense']!r} is not true or false")
+    if item.get("dense") is False:  # a sparse peak read as dense would double every compute estimate
+        raise loc.error(where + ("dense",), "sparse peaks are not accepted; give the dense figure "
+                        "(half the 2:4-sparsity number) with dense: true")
+    return float(value), item["source"]
+
+
+def _check_keys(loc: Located, data: Any, path: tuple, allowed: tuple[str, ...], required: tuple[str, ...]) -> None:
+    if not isinstance(data, dict):
+        raise loc.error(path, f"expected a mapping, got {type(data).__name__}")
+    for key in data:
+        if key not in allowed:
+            raise loc.error(path + (key,), f"unknown key; {close_names(str(key), allowed)}")
+    for key in required:
+        if key not in data:
+            where = ".".join(map(str, path)) or "the top level"
+            raise loc.error(path, f"missing required key '{key}' in {where}")
+
+
+def _str(loc: Located, data: dict, path: tuple, key: str, default: str | None = None) -> str | None:
+    value = data.get(key, default)
+    if value is not None and not isinstance(value, str):
+        raise loc.error(path + (key,), f"{value!r} is not a string")
+    return value
+
+
+def _check_kind(loc: Located, data: dict, kind: str) -> None:
+    got = data.get("kind")
+    if got != kind:
+        raise loc.error(("kind",), f"{got!r} is not allowed here; expected kind: {kind}")
+
+
+# ----------------------------------------------------------------------------- devices
+_DEVICE_KEYS = ("name", "kind", "description", "memory_gib", "memory_bandwidth_gb_per_s", "peak_tflops",
+                "matmul_efficiency", "memory_bandwidth_efficiency", "price_per_hour_usd", "calibration")
+
+
+def parse_device(loc: Located) -> Device:
+    data = loc.data
+    _check_keys(loc, data, (), _DEVICE_KEYS, ("name", "kind", "memory_gib", "memory_bandwidth_gb_per_s", "peak_tflops"))
+    _check_kind(loc, data, "device")
+    sources: dict[str, str] = {}
+    mem, sources["memory_gib"] = _fact(loc, data, (), "memory_gib")
+    bw, sources["memory_bandwidth_gb_per_s"] = _fact(loc, data, (), "memory_bandwidth_gb_per_s")
+    peaks = data["peak_tflops"]
+    _check_keys(loc, peaks, ("peak_tflops",), DTYPES, ())
+    if not peaks:
+        raise loc.error(("peak_tflops",), f"needs at least one dtype; allowed: {', '.join(DTYPES)}")
+    peak = {}
+    for dtype in peaks:
+        value, sources[f"peak_tflops.{dtype}"] = _fact(loc, peaks, ("peak_tflops",), dtype)
+        peak[dtype] = value * TFLOP
+    eff = {"default": 1.0}
+    if "matmul_efficiency" in data:
+        table = data["matmul_efficiency"]
+        _check_keys(loc, table, ("matmul_efficiency",), ("default",) + DTYPES, ())
+        for key in table:
+            eff[key], sources[f"matmul_efficiency.{key}"] = _fact(loc, table, ("matmul_efficiency",), key, maximum=1.0)
+    bw_eff, sources["memory_bandwidth_efficiency"] = _fact(loc, data, (), "memory_bandwidth_efficiency", required=False, maximum=1.0)
+    price, sources["price_per_hour_usd"] = _fact(loc, data, (), "price_per_hour_usd", required=False)
+    calibration = None
+    if data.get("calibration") is not None:
+        from simkit.profile import parse_calibration  # calibrated profiles only
+
+        calibration = parse_calibration(loc, data["calibration"], ("calibration",))
+    return Device(
+        name=_str(loc, data, (), "name"), description=_str(loc, data, (), "description", "") or "",
+        memory_bytes=mem * GIB, memory_bandwidth_bytes_per_s=bw * GB, peak_flop_per_s=peak,
+        matmul_efficiency=eff, memory_bandwidth_efficiency=bw_eff, price_per_hour_usd=price,
+        calibration=calibration, sources={k: v for k, v in sources.items() if v}, path=loc.file or "")
+
+
+@functools.lru_cache(maxsize=64)
+def _load_device_file(path: str, stamp: tuple = ()) -> Device:
+    """`stamp` (mtime, size) keys the cache, so a profile rewritten by `simkit calibrate` is read again."""
+    return parse_device(read_yaml(path))
+
+
+def _stamp(path: Path) -> tuple:
+    try:
+        st = path.stat()
+    except OSError:
+        return ()
+    return (st.st_mtime_ns, st.st_size)
+
+
+def load_device(name_or_path: str, loc: Located | None = None, path: tuple = ()) -> Device:
+    """A catalogue device by name, or a (calibrated) profile by path."""
+    if looks_like_path(name_or_path):
+        p = Path(name_or_path)
+        if loc is not None and loc.file and not p.is_absolute() and not p.exists():
+            sibling = Path(loc.file).parent / p
+            if sibling.exists():
+                p = sibling
+        if not p.exists():
+            msg = f"profile file {name_or_path!r} not found"
+            if loc is not None:
+                raise loc.error(path, msg)
+            raise SimkitError(msg)
+        return _load_device_file(str(p), _stamp(p))
+    return _load_device_file(str(_catalogue_path("device", name_or_path, loc, path)))
+
+
+# ----------------------------------------------------------------------------- interconnects
+@functools.lru_cache(maxsize=64)
+def _load_interconnect_file(path: str) -> Interconnect:
+    loc = read_yaml(path)
+    data = loc.data
+    _check_keys(loc, data, (), ("name", "kind", "description", "bandwidth_gb_per_s", "latency_us", "efficiency"),
+                ("name", "kind", "bandwidth_gb_per_s", "latency_us"))
+    _check_kind(loc, data, "interconnect")
+    sources: dict[str, str] = {}
+    bw, sources["bandwidth_gb_per_s"] = _fact(loc, data, (), "bandwidth_gb_per_s")
+    lat, sources["latency_us"] = _fact(loc, data, (), "latency_us")
+    eff, sources["efficiency"] = _fact(loc, data, (), "efficiency", required=False, maximum=1.5)
+    return Interconnect(name=_str(loc, data, (), "name"), description=_str(loc, data, (), "description", "") or "",
+                        bandwidth_bytes_per_s=bw * GB, latency_s=lat * 1e-6, efficiency=eff,
+                        sources={k: v for k, v in sources.items() if v})
+
+
+def load_interconnect(name: str, loc: Located | None = None, path: tuple = ()) -> Interconnect:
+    return _load_interconnect_file(str(_catalogue_path("interconnect", name, loc, path)))
+
+
+# ----------------------------------------------------------------------------- systems
+@functools.lru_cache(maxsize=64)
+def _load_system_file(path: str) -> System:
+    loc = read_yaml(path)
+    data = loc.data
+    keys = ("name", "kind", "description", "source", "device", "devices_per_node", "intra_node", "inter_node",
+            "inter_node_links")
+    _check_keys(loc, data, (), keys, ("name", "kind", "source", "device", "devices_per_node"))
+    _check_kind(loc, data, "system")
+    for key in ("devices_per_node", "inter_node_links"):
+        value = data.get(key, 1)
+        if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+            raise loc.error((key,), f"{value!r} must be a positive integer")
+    return System(name=_str(loc, data, (), "name"), description=_str(loc, data, (), "description", "") or "",
+                  source=_str(loc, data, (), "source"), device=_str(loc, data, (), "device"),
+                  devices_per_node=data["devices_per_node"], intra_node=_str(loc, data, (), "intra_node"),
+                  inter_node=_str(loc, data, (), "inter_node"), inter_node_links=data.get("inter_node_links", 1))
+
+
+def load_system(name: str, loc: Located | None = None, path: tuple = ()) -> System:
+    return _load_system_file(str(_catalogue_path("system", name, loc, path)))
+
+
+def load_entry(kind: str, name: str) -> Any:
+    return {"device": load_device, "interconnect": load_interconnect, "system": load_system}[kind](name)
+
+
+def list_catalogue(kind: str | None = None) -> list[tuple[str, str]]:
+    """(kind, name) for every catalogue entry, optionally of one kind."""
+    kinds = (kind,) if kind else KINDS
+    return [(k, n) for k in kinds for n in catalogue_names(k)]

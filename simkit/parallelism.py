@@ -1,0 +1,65 @@
+"""Data and tensor parallelism: what is communicated per step and how much of it hides behind compute.
+
+- DDP (zero_stage 0): one gradient all-reduce per optimizer step (no_sync during accumulation) in
+  25 MiB buckets that start as soon as their gradients are ready, overlapping the backward pass
+  (Li et al. 2020, "PyTorch Distributed", Sec. 3.2.3); the last bucket cannot overlap.
+- ZeRO-1: reduce-scatter of gradients once per step (overlapped like DDP) + all-gather of the
+  updated weights after the optimizer step (exposed). ZeRO-2: the reduce-scatter runs every
+  micro-step (Rajbhandari et al. 2020, Sec. 5).
+- ZeRO-3 / FSDP FULL_SHARD: per micro-step an all-gather of each layer's weights before its forward,
+  again before its backward, and a reduce-scatter of its gradients; prefetching overlaps these with
+  the neighbouring layer's compute (Zhao et al. 2023, "PyTorch FSDP", Sec. 3.3-3.4).
+- Tensor parallel (Megatron, Shoeybi et al. 2019): two all-reduces of the activations per layer in
+  forward and two in backward, on the critical path.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from simkit.collectives import Fabric, collective_time
+from simkit.memory import DDP_BUCKET_BYTES
+
+
+@dataclass
+class CommTimes:
+    total: object      # seconds of communication per optimizer step
+    exposed: object    # seconds not hidden behind compute
+
+
+@dataclass
+class StepCompute:
+    """Per-device compute times the overlap model needs (seconds)."""
+
+    fwd_layer: object
+    bwd_layer: object          # includes recompute when checkpointing
+    bwd_micro: object          # whole backward of one micro-step
+
+
+def data_parallel_comm(*, zero_stage: int, params_local, params_per_layer_local, n_layers, accum, dp,
+                       grad_bytes: int, gather_bytes: int, fabric: Fabric, compute: StepCompute) -> CommTimes:
+    if zero_stage >= 3:
+        ag = collective_time("all_gather", params_per_layer_local * gather_bytes, dp, fabric)
+        rs = collective_time("reduce_scatter", params_per_layer_local * gather_bytes, dp, fabric)
+        per_micro_total = n_layers * (2 * ag + rs)
+        exposed_micro = (n_layers * np.maximum(0.0, ag - compute.fwd_layer)
+                         + n_layers * np.maximum(0.0, ag + rs - compute.bwd_layer) + ag)
+        return CommTimes(accum * per_micro_total, accum * np.minimum(exposed_micro, per_micro_total))
+    grads = params_local * grad_bytes
+    buckets = np.maximum(1.0, np.ceil(grads / DDP_BUCKET_BYTES))
+    if zero_stage == 0:
+        total = buckets * collective_time("all_reduce", grads / buckets, dp, fabric)
+        exposed = np.maximum(total - compute.bwd_micro, total / buckets)
+        return CommTimes(total, exposed)
+    rs = buckets * collective_time("reduce_scatter", grads / buckets, dp, fabric)
+    ag = collective_time("all_gather", params_local * gather_bytes, dp, fabric)
+    rs_exposed = np.maximum(rs - compute.bwd_micro, rs / buckets)
+    n_rs = accum if zero_stage == 2 else 1
+    return CommTimes(n_rs * rs + ag, n_rs * rs_exposed + ag)
+
+
+def tensor_parallel_comm(*, tokens, d_model, n_layers, accum, tp, act_bytes: int, fabric: Fabric) -> CommTimes:
+    per_layer = 4 * collective_time("all_reduce", tokens * d_model * act_bytes, tp, fabric)
+    total = accum * n_layers * per_layer
+    return CommTimes(total, total)

@@ -1,0 +1,293 @@
+"""The plan format (`plan.yml`): types, strict loading, presets, `--set` overrides and the derived
+values (grad_accum_steps, data_parallel, hardware from a system preset)."""
+from __future__ import annotations
+
+import copy
+import dataclasses
+import functools
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal, Optional
+
+from simkit import hardware as hw
+from simkit.errors import SimkitError, close_names
+from simkit.schema import build, spec
+from simkit.yamlio import Located, parse_yaml, read_yaml
+
+Precision = Literal["fp32", "tf32", "fp16", "bf16", "fp8"]
+
+
+@dataclass(kw_only=True)
+class ModelSpec:
+    preset: Optional[str] = spec(None, doc="a preset name from simkit/presets/models.yaml")
+    n_layers: int = spec(positive=True, doc="transformer blocks")
+    d_model: int = spec(positive=True, doc="hidden width")
+    n_heads: int = spec(positive=True, doc="attention heads")
+    n_kv_heads: Optional[int] = spec(None, positive=True, doc="key/value heads (GQA); default n_heads")
+    d_ff: Optional[int] = spec(None, positive=True, doc="MLP inner width; default 4 * d_model")
+    mlp: Literal["gelu", "swiglu"] = spec("gelu", doc="MLP kind")
+    vocab_size: int = spec(positive=True, doc="vocabulary size")
+    seq_len: int = spec(positive=True, doc="tokens per sequence")
+    causal: bool = spec(True, doc="decoder (true) or encoder (false)")
+    tied_embeddings: bool = spec(True, doc="the LM head shares the token embedding")
+    attention: Literal["fused", "eager"] = spec("fused", doc="fused (flash/SDPA) or eager (scores materialized)")
+
+
+@dataclass(kw_only=True)
+class DataSpec:
+    tokens: Optional[float] = spec(None, positive=True, doc="training tokens per epoch")
+    samples: Optional[float] = spec(None, positive=True, doc="sequences per epoch (tokens = samples * seq_len)")
+    epochs: float = spec(1.0, positive=True, doc="passes over the data")
+
+
+@dataclass(kw_only=True)
+class TrainingSpec:
+    global_batch_size: int = spec(positive=True, doc="sequences per optimizer step")
+    micro_batch_size: int = spec(positive=True, doc="sequences per device per forward/backward")
+    grad_accum_steps: Optional[int] = spec(None, positive=True, doc="micro-steps per step; derived when absent")
+    precision: Precision = spec("bf16")
+    optimizer: Literal["adamw", "adam", "lamb", "sgd"] = spec("adamw")
+    activation_checkpointing: Literal["none", "selective", "full"] = spec("none")
+
+
+@dataclass(kw_only=True)
+class ParallelismSpec:
+    data_parallel: Optional[int] = spec(None, positive=True, doc="default: devices / (tp * pp)")
+    tensor_parallel: int = spec(1, positive=True)
+    pipeline_parallel: int = spec(1, positive=True)
+    zero_stage: int = spec(0, minimum=0, maximum=3, doc="0..3; FSDP FULL_SHARD = 3")
+
+
+@dataclass(kw_only=True)
+class HardwareSpec:
+    system: Optional[str] = spec(None)
+    device: Optional[str] = spec(None, doc="catalogue name or path to a calibrated profile")
+    devices_per_node: Optional[int] = spec(None, positive=True)
+    nodes: int = spec(1, positive=True)
+    intra_node: Optional[str] = spec(None)
+    inter_node: Optional[str] = spec(None)
+    inter_node_links: Optional[int] = spec(None, positive=True)
+
+
+@dataclass(kw_only=True)
+class PlanSpec:
+    model: ModelSpec
+    data: Optional[DataSpec] = None
+    training: TrainingSpec
+    parallelism: ParallelismSpec = dataclasses.field(default_factory=ParallelismSpec)
+    hardware: HardwareSpec
+
+
+@dataclass(frozen=True)
+class Plan:
+    """A validated plan with every derived value filled in and hardware resolved."""
+
+    spec: PlanSpec
+    device: hw.Device
+    intra_node: hw.Interconnect | None
+    inter_node: hw.Interconnect | None
+    source: str = "<dict>"
+
+    # shorthands used by the simulator
+    @property
+    def model(self) -> ModelSpec:
+        return self.spec.model
+
+    @property
+    def training(self) -> TrainingSpec:
+        return self.spec.training
+
+    @property
+    def parallelism(self) -> ParallelismSpec:
+        return self.spec.parallelism
+
+    @property
+    def hw(self) -> HardwareSpec:
+        return self.spec.hardware
+
+    @property
+    def n_devices(self) -> int:
+        return self.hw.devices_per_node * self.hw.nodes
+
+    @property
+    def tokens_per_epoch(self) -> float | None:
+        data = self.spec.data
+        if data is None:
+            return None
+        return data.tokens if data.tokens is not None else data.samples * self.model.seq_len
+
+
+# ----------------------------------------------------------------------------- presets
+@functools.lru_cache(maxsize=1)
+def model_presets() -> dict[str, dict]:
+    path = Path(__file__).resolve().parent / "presets" / "models.yaml"
+    return read_yaml(path).data
+
+
+# ----------------------------------------------------------------------------- overrides
+def parse_override(text: str) -> tuple[tuple[str, ...], Any]:
+    """'training.micro_batch_size=8' -> (('training', 'micro_batch_size'), 8)."""
+    if "=" not in text:
+        raise SimkitError(f"--set {text!r}: expected KEY=VALUE, e.g. training.micro_batch_size=8")
+    key, value = text.split("=", 1)
+    parts = tuple(p for p in key.strip().split("."))
+    if len(parts) != 2 or not all(parts):
+        raise SimkitError(f"--set {text!r}: KEY must be SECTION.NAME, e.g. hardware.nodes=4")
+    try:
+        parsed = parse_yaml(value).data if value.strip() else None
+    except SimkitError as exc:
+        raise SimkitError(f"--set {text!r}: the value is {exc.message}") from None
+    return parts, parsed
+
+
+def apply_overrides(raw: dict, overrides: list[str] | tuple[str, ...]) -> dict:
+    raw = copy.deepcopy(raw)
+    for text in overrides:
+        (section, key), value = parse_override(text)
+        if section not in {f.name for f in dataclasses.fields(PlanSpec)}:
+            raise SimkitError(f"--set {text!r}: unknown section {section!r}; "
+                              f"{close_names(section, [f.name for f in dataclasses.fields(PlanSpec)])}")
+        if not isinstance(raw.get(section), dict):
+            raw[section] = {}
+        raw[section][key] = value
+    return raw
+
+
+# ----------------------------------------------------------------------------- loading
+def _expand_preset(loc: Located) -> None:
+    model = loc.data.get("model")
+    if not isinstance(model, dict) or model.get("preset") is None:
+        return
+    name = model["preset"]
+    presets = model_presets()
+    if not isinstance(name, str) or name not in presets:
+        raise loc.error(("model", "preset"), f"unknown preset {name!r}; {close_names(str(name), list(presets))}")
+    merged = {k: v for k, v in presets[name].items() if k != "source"}
+    merged.update(model)
+    loc.data["model"] = merged
+
+
+def _resolve_hardware(loc: Located, spec_: PlanSpec) -> tuple:
+    h = spec_.hardware
+    system = hw.load_system(h.system, loc, ("hardware", "system")) if h.system else None
+    if h.device is None:
+        if system is None:
+            raise loc.error(("hardware",), "missing required key 'device' in hardware (or give a 'system')")
+        h.device = system.device
+    device = hw.load_device(h.device, loc, ("hardware", "device"))
+    if h.devices_per_node is None:
+        h.devices_per_node = system.devices_per_node if system else 1
+    if h.intra_node is None and system is not None:
+        h.intra_node = system.intra_node
+    if h.inter_node is None and system is not None:
+        h.inter_node = system.inter_node
+    if h.inter_node_links is None:
+        h.inter_node_links = system.inter_node_links if system else 1
+    intra = hw.load_interconnect(h.intra_node, loc, ("hardware", "intra_node")) if h.intra_node else None
+    inter = hw.load_interconnect(h.inter_node, loc, ("hardware", "inter_node")) if h.inter_node else None
+    has_measured_comm = device.calibration is not None and bool(device.calibration.collectives)
+    if h.devices_per_node > 1 and intra is None and not has_measured_comm:
+        raise loc.error(("hardware", "intra_node"),
+                        "required when devices_per_node > 1 (an interconnect name, e.g. nvlink3 or pcie4), "
+                        "or use a profile calibrated with --comm")
+    if h.nodes > 1 and inter is None:
+        raise loc.error(("hardware", "inter_node"), "required when nodes > 1 (e.g. ib-hdr, roce-200g, eth-100g)")
+    return device, intra, inter
+
+
+def _check_model(loc: Located, m: ModelSpec) -> None:
+    if m.n_kv_heads is None:
+        m.n_kv_heads = m.n_heads
+    if m.d_ff is None:
+        m.d_ff = 4 * m.d_model
+    if m.d_model % m.n_heads:
+        raise loc.error(("model", "n_heads"), f"{m.n_heads} does not divide d_model {m.d_model}; "
+                        f"allowed: a divisor of {m.d_model}")
+    if m.n_heads % m.n_kv_heads:
+        raise loc.error(("model", "n_kv_heads"), f"{m.n_kv_heads} does not divide n_heads {m.n_heads}; "
+                        "allowed: a divisor of n_heads")
+
+
+def _check_parallelism(loc: Located, s: PlanSpec) -> None:
+    p, t, h, m = s.parallelism, s.training, s.hardware, s.model
+    devices = h.devices_per_node * h.nodes
+    if m.n_heads % p.tensor_parallel:
+        raise loc.error(("parallelism", "tensor_parallel"),
+                        f"{p.tensor_parallel} does not divide n_heads {m.n_heads}; allowed: a divisor of n_heads")
+    if p.pipeline_parallel > 1:
+        if m.n_layers % p.pipeline_parallel:
+            raise loc.error(("parallelism", "pipeline_parallel"),
+                            f"{p.pipeline_parallel} does not divide n_layers {m.n_layers}")
+    model_parallel = p.tensor_parallel * p.pipeline_parallel
+    if p.data_parallel is None:
+        if devices % model_parallel:
+            raise loc.error(("parallelism", "tensor_parallel"),
+                            f"tensor_parallel x pipeline_parallel = {model_parallel} does not divide the "
+                            f"{devices} devices (devices_per_node {h.devices_per_node} x nodes {h.nodes})")
+        p.data_parallel = devices // model_parallel
+    if p.data_parallel * model_parallel != devices:
+        raise loc.error(("parallelism", "data_parallel"),
+                        f"data_parallel {p.data_parallel} x tensor_parallel {p.tensor_parallel} x pipeline_parallel "
+                        f"{p.pipeline_parallel} = {p.data_parallel * model_parallel} != {devices} devices "
+                        f"(devices_per_node {h.devices_per_node} x nodes {h.nodes})")
+    per_step = t.micro_batch_size * p.data_parallel
+    if t.grad_accum_steps is None:
+        if t.global_batch_size % per_step:
+            raise loc.error(("training", "global_batch_size"),
+                            f"{t.global_batch_size} is not a multiple of micro_batch_size {t.micro_batch_size} x "
+                            f"data_parallel {p.data_parallel} = {per_step}")
+        t.grad_accum_steps = t.global_batch_size // per_step
+    elif per_step * t.grad_accum_steps != t.global_batch_size:
+        raise loc.error(("training", "grad_accum_steps"),
+                        f"global_batch_size {t.global_batch_size} != micro_batch_size {t.micro_batch_size} x "
+                        f"grad_accum_steps {t.grad_accum_steps} x data_parallel {p.data_parallel} = "
+                        f"{per_step * t.grad_accum_steps}")
+
+
+def _check_data(loc: Located, s: PlanSpec) -> None:
+    d = s.data
+    if d is None:
+        return
+    if d.tokens is not None and d.samples is not None:
+        raise loc.error(("data", "samples"), "give either 'tokens' or 'samples', not both")
+    if d.tokens is None and d.samples is None:
+        raise loc.error(("data",), "missing required key 'tokens' or 'samples'")
+
+
+def _check_precision(loc: Located, s: PlanSpec, device: hw.Device) -> None:
+    dtype = s.training.precision
+    if device.peak(dtype) is None:
+        have = ", ".join(device.peak_flop_per_s)
+        raise loc.error(("training", "precision"),
+                        f"{dtype!r} is not supported by device {device.name!r}; allowed: {have}")
+
+
+def load_plan_located(loc: Located) -> Plan:
+    if not isinstance(loc.data, dict):
+        raise loc.error((), f"expected a mapping with model, training, hardware; got {type(loc.data).__name__}")
+    _expand_preset(loc)
+    spec_ = build(PlanSpec, loc.data, loc)
+    _check_model(loc, spec_.model)
+    device, intra, inter = _resolve_hardware(loc, spec_)
+    _check_parallelism(loc, spec_)
+    _check_data(loc, spec_)
+    _check_precision(loc, spec_, device)
+    return Plan(spec=spec_, device=device, intra_node=intra, inter_node=inter, source=loc.file or "<dict>")
+
+
+def load_plan(source: Any, overrides: list[str] | tuple[str, ...] = ()) -> Plan:
+    """A plan from a path, a mapping, or a Plan (returned as is when there are no overrides)."""
+    if isinstance(source, Plan) and not overrides:
+        return source
+    if isinstance(source, (str, Path)):
+        loc = read_yaml(source)
+    elif isinstance(source, dict):
+        loc = Located(data=copy.deepcopy(source), file=None, lines={})
+    else:
+        raise SimkitError(f"cannot load a plan from {type(source).__name__}; give a path or a mapping")
+    if overrides:
+        if not isinstance(loc.data, dict):
+            raise loc.error((), "expected a mapping")
+        origins = {parse_override(text)[0]: f"--set {text!r}" for text in overrides}
+        loc = Located(data=apply_overrides(loc.data, overrides), file=loc.file, lines=loc.lines, origins=origins)
+    return load_plan_located(loc)

@@ -1,0 +1,135 @@
+"""The operations of one transformer training micro-step: FLOPs, bytes moved and GEMM shapes.
+
+All numeric fields accept numpy arrays, so a sweep evaluates many configurations at once.
+GEMM FLOPs are 2*m*n*k (one multiply-add = 2 FLOP); a GEMM's backward is two GEMMs of the same
+FLOPs (input gradient and weight gradient), see Narayanan et al. 2021 ("Efficient Large-Scale
+Language Model Training on GPU Clusters"), Sec. 5.1 / Appendix: 72*B*s*l*h^2*(1 + s/6h + V/12lh)
+for a GPT step with recomputation, of which the matmul part is reproduced here op by op.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from simkit.precision import PrecisionPolicy
+
+
+@dataclass
+class Shape:
+    """Numbers describing one device's share of a micro-step (arrays or scalars)."""
+
+    batch: object          # micro_batch_size (sequences per device per micro-step)
+    seq_len: object
+    d_model: object
+    n_heads: object
+    n_kv_heads: object
+    d_ff: object
+    vocab_size: object
+    n_layers: object
+    tensor_parallel: object = 1
+
+    @property
+    def tokens(self):
+        return self.batch * self.seq_len
+
+    @property
+    def head_dim(self):
+        return self.d_model // self.n_heads
+
+
+@dataclass
+class Gemm:
+    name: str
+    m: object
+    n: object
+    k: object
+    batch: object = 1            # batched matmul count (eager attention)
+    per_layer: bool = True
+    has_weight: bool = True      # backward = input grad + weight grad (else: two input grads)
+
+    @property
+    def flops(self):
+        return 2.0 * self.m * self.n * self.k * self.batch
+
+
+@dataclass
+class MemoryOp:
+    name: str
+    bytes_fwd: object            # bytes moved by the forward kernel(s)
+    bwd_factor: float = 2.0      # backward reads the output grad and saved input, writes the input grad
+    kernels: int = 1
+    per_layer: bool = True
+
+
+@dataclass
+class Attention:
+    """Fused (flash) attention core: QK^T, softmax and PV in one kernel."""
+
+    flops_fwd: object
+    bytes_fwd: object
+    seq_len: object
+    causal: bool
+    bwd_flop_factor: float = 2.5   # FlashAttention-2 backward does 5 matmuls vs 2 forward (Dao 2023, Sec. 3.1.2)
+
+
+@dataclass
+class StepWorkload:
+    gemms: list[Gemm] = field(default_factory=list)
+    memory_ops: list[MemoryOp] = field(default_factory=list)
+    attention: Attention | None = None
+    selective_recompute: list[str] = field(default_factory=list)   # names recomputed under 'selective'
+
+
+def transformer_ops(s: Shape, *, mlp: str, causal: bool, attention: str, prec: PrecisionPolicy) -> StepWorkload:
+    """Ops of one micro-step on one device; per_layer ops repeat n_layers times."""
+    t, d, p = s.tokens, s.d_model, s.tensor_parallel
+    hd, f, V = s.head_dim, s.d_ff, s.vocab_size
+    heads, kv = s.n_heads / p, s.n_kv_heads / p
+    a, sm = prec.activation_bytes, prec.softmax_bytes
+    w = StepWorkload()
+    # --- attention block (Megatron split: QKV column-parallel, output row-parallel)
+    w.gemms.append(Gemm("qkv_proj", t, (heads + 2 * kv) * hd, d))
+    if attention == "fused":
+        flops = 4.0 * s.batch * heads * s.seq_len * s.seq_len * hd * (0.5 if causal else 1.0)
+        qkvo = t * (2 * heads + 2 * kv) * hd * a
+        w.attention = Attention(flops, qkvo, s.seq_len, causal)
+    else:
+        scores = s.batch * heads * s.seq_len * s.seq_len          # elements of the score matrix
+        w.gemms.append(Gemm("attn_scores", s.seq_len, s.seq_len, hd, batch=s.batch * heads, has_weight=False))
+        # scale + mask (read/write), softmax in fp32 under autocast (read a, write sm), cast back (read sm, write a)
+        cast = (sm + a) if sm != a else 0
+        w.memory_ops.append(MemoryOp("attn_softmax", scores * (2 * a + a + sm + cast), kernels=3))
+        w.gemms.append(Gemm("attn_values", s.seq_len, hd, s.seq_len, batch=s.batch * heads, has_weight=False))
+        w.selective_recompute += ["attn_scores", "attn_softmax", "attn_values"]
+    w.gemms.append(Gemm("out_proj", t, d, heads * hd))
+    # --- MLP
+    up = 2 * f / p if mlp == "swiglu" else f / p
+    w.gemms.append(Gemm("mlp_up", t, up, d))
+    act_bytes = t * (f / p) * a * (3 if mlp == "swiglu" else 2)
+    w.memory_ops.append(MemoryOp("mlp_activation", act_bytes))
+    w.gemms.append(Gemm("mlp_down", t, d, f / p))
+    # --- norms and residual adds (2 each per block), in the activation dtype
+    w.memory_ops.append(MemoryOp("layer_norms", 2 * (2 * t * d * a), kernels=2))
+    w.memory_ops.append(MemoryOp("residual_adds", 2 * (3 * t * d * a), kernels=2))
+    # --- model-level ops
+    w.memory_ops.append(MemoryOp("embedding", t * d * (a + prec.param_bytes), per_layer=False))
+    w.memory_ops.append(MemoryOp("final_norm", 2 * t * d * a, per_layer=False))
+    w.gemms.append(Gemm("lm_head", t, V / p, d, per_layer=False))
+    # cross-entropy over the logits in fp32 (autocast list): read logits, write/read log-softmax,
+    # backward writes the fp32 gradient and casts it to the activation dtype.
+    logits = t * V / p
+    w.memory_ops.append(MemoryOp("loss", logits * (a + 3 * sm), bwd_factor=(3 * sm + a) / (a + 3 * sm),
+                                 kernels=3, per_layer=False))
+    return w
+
+
+def parameter_count(n_layers, d_model, n_heads, n_kv_heads, d_ff, vocab_size, mlp: str, tied: bool,
+                    seq_len=0, learned_positions: bool = False):
+    """Trainable parameters (weights; norms and biases included as 4*d per layer)."""
+    hd = d_model // n_heads
+    attn = d_model * (n_heads + 2 * n_kv_heads) * hd + n_heads * hd * d_model
+    mlp_p = (3 if mlp == "swiglu" else 2) * d_model * d_ff
+    per_layer = attn + mlp_p + 4 * d_model
+    embed = vocab_size * d_model * (1 if tied else 2)
+    return n_layers * per_layer + embed + 2 * d_model + (seq_len * d_model if learned_positions else 0)

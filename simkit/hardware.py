@@ -172,8 +172,8 @@ def _check_keys(loc: Located, data: Any, path: tuple, allowed: tuple[str, ...], 
             raise loc.error(path + (key,), f"unknown key; {close_names(str(key), allowed)}")
     for key in required:
         if key not in data:
-            where = ".".join(map(str, path)) or "the top level"
-            raise loc.error(path, f"missing required key '{key}' in {where}")
+            at = "" if path else " at the top level"  # below the top, the error's key path says where
+            raise loc.error(path, f"missing required key '{key}'{at}")
 
 
 def _str(loc: Located, data: dict, path: tuple, key: str, default: str | None = None) -> str | None:

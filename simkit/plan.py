@@ -172,7 +172,7 @@ def _resolve_hardware(loc: Located, spec_: PlanSpec) -> tuple:
     system = hw.load_system(h.system, loc, ("hardware", "system")) if h.system else None
     if h.device is None:
         if system is None:
-            raise loc.error(("hardware",), "missing required key 'device' in hardware (or give a 'system')")
+            raise loc.error(("hardware",), "missing required key 'device' (or give a 'system')")
         h.device = system.device
     device = hw.load_device(h.device, loc, ("hardware", "device"))
     if h.devices_per_node is None:

@@ -1,62 +1,109 @@
-"""Reading the `calibration:` section of a calibrated device profile (see docs/DESIGN.md)."""
+"""Reading the `calibration:` section of a calibrated device profile (see docs/DESIGN.md).
+
+Malformed sections fail like every other bad input: one line naming the file, line and key."""
 from __future__ import annotations
 
 import math
 from typing import Any
 
+from simkit.errors import close_names
 from simkit.hardware import DTYPES, Calibration, CollectiveFit, MatmulPoint
 from simkit.yamlio import Located
 
 COLLECTIVES = ("all_reduce", "reduce_scatter", "all_gather")
 BANDWIDTH_PATTERNS = ("copy", "triad", "optimizer_step")
+SECTION_KEYS = ("date", "simkit_version", "environment", "settings", "method", "matmul", "memory_bandwidth",
+                "attention", "collectives")
 
 
-def _number(loc: Located, item: dict, path: tuple, key: str, positive: bool = True) -> float:
-    value = item.get(key) if isinstance(item, dict) else None
+def _number(loc: Located, item: Any, path: tuple, key: str, positive: bool = True, default: float | None = None) -> float:
+    if not isinstance(item, dict):
+        raise loc.error(path, f"{item!r} must be a mapping with '{key}'")
+    if key not in item and default is not None:
+        return default
+    value = item.get(key)
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
         raise loc.error(path + (key,), f"{value!r} is not a finite number")
     if positive and value <= 0:
         raise loc.error(path + (key,), f"{value!r} must be positive (> 0)")
+    if not positive and value < 0:
+        raise loc.error(path + (key,), f"{value!r} must not be negative")
     return float(value)
 
 
+def _mapping(loc: Located, value: Any, path: tuple, allowed: tuple[str, ...] | None = None) -> dict:
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise loc.error(path, f"expected a mapping, got {type(value).__name__}")
+    if allowed is not None:
+        for key in value:
+            if key not in allowed:
+                raise loc.error(path + (key,), f"unknown key; {close_names(str(key), allowed)}")
+    return value
+
+
 def _list(loc: Located, value: Any, path: tuple) -> list:
+    if value is None:
+        return []
     if not isinstance(value, list):
         raise loc.error(path, f"expected a list of measurements, got {type(value).__name__}")
     return value
 
 
-def parse_calibration(loc: Located, data: Any, path: tuple) -> Calibration:
-    if not isinstance(data, dict):
-        raise loc.error(path, "expected a mapping")
-    matmul: dict[str, tuple[MatmulPoint, ...]] = {}
-    for dtype, points in (data.get("matmul") or {}).items():
-        if dtype not in DTYPES:
-            raise loc.error(path + ("matmul", dtype), f"unknown dtype; allowed: {', '.join(DTYPES)}")
-        where = path + ("matmul", dtype)
-        matmul[dtype] = tuple(
+def _matmul(loc: Located, data: dict, path: tuple) -> dict[str, tuple[MatmulPoint, ...]]:
+    out = {}
+    for dtype, points in _mapping(loc, data.get("matmul"), path, DTYPES).items():
+        where = path + (dtype,)
+        out[dtype] = tuple(
             MatmulPoint(int(_number(loc, p, where + (i,), "m")), int(_number(loc, p, where + (i,), "n")),
                         int(_number(loc, p, where + (i,), "k")),
                         _number(loc, p, where + (i,), "flop_per_s_median"),
-                        float(p.get("flop_per_s_iqr", 0.0) or 0.0))
+                        _number(loc, p, where + (i,), "flop_per_s_iqr", positive=False, default=0.0))
             for i, p in enumerate(_list(loc, points, where)))
-    bandwidth = {}
-    for pattern, points in (data.get("memory_bandwidth") or {}).items():
-        where = path + ("memory_bandwidth", pattern)
-        bandwidth[pattern] = tuple(sorted(
+    return out
+
+
+def _bandwidth(loc: Located, data: dict, path: tuple) -> dict:
+    out = {}
+    for pattern, points in _mapping(loc, data.get("memory_bandwidth"), path, BANDWIDTH_PATTERNS).items():
+        where = path + (pattern,)
+        out[pattern] = tuple(sorted(
             (_number(loc, p, where + (i,), "bytes"), _number(loc, p, where + (i,), "bytes_per_s_median"),
-             float(p.get("bytes_per_s_iqr", 0.0) or 0.0))
+             _number(loc, p, where + (i,), "bytes_per_s_iqr", positive=False, default=0.0))
             for i, p in enumerate(_list(loc, points, where))))
-    collectives = {}
-    coll = data.get("collectives") or {}
+    return out
+
+
+def _attention(loc: Located, data: dict, path: tuple) -> tuple[dict, ...]:
+    rows = _list(loc, data.get("attention"), path)
+    for i, row in enumerate(rows):
+        for key in ("seq_len", "head_dim", "forward_flop_per_s_median", "backward_flop_per_s_median"):
+            _number(loc, row, path + (i,), key)
+    return tuple(rows)
+
+
+def _collectives(loc: Located, data: dict, path: tuple) -> dict[str, CollectiveFit]:
+    coll = _mapping(loc, data.get("collectives"), path)
+    nproc = coll.get("nproc", 0)
+    if isinstance(nproc, bool) or not isinstance(nproc, int) or nproc < 0:
+        raise loc.error(path + ("nproc",), f"{nproc!r} is not a non-negative integer")
+    out = {}
     for name in COLLECTIVES:
-        if name in coll and coll[name]:
-            where = path + ("collectives", name)
-            collectives[name] = CollectiveFit(
-                latency_s=_number(loc, coll[name], where, "latency_us", positive=False) * 1e-6,
-                bus_bandwidth_bytes_per_s=_number(loc, coll[name], where, "bus_bandwidth_gb_per_s") * 1e9,
-                backend=str(coll.get("backend", "")), nproc=int(coll.get("nproc", 0) or 0))
-    attention = tuple(data.get("attention") or ())
-    return Calibration(date=str(data.get("date", "")), environment=dict(data.get("environment") or {}),
-                       matmul=matmul, memory_bandwidth=bandwidth, attention=attention,
-                       collectives=collectives, raw=data)
+        if coll.get(name):
+            where = path + (name,)
+            out[name] = CollectiveFit(latency_s=_number(loc, coll[name], where, "latency_us", positive=False) * 1e-6,
+                                      bus_bandwidth_bytes_per_s=_number(loc, coll[name], where,
+                                                                        "bus_bandwidth_gb_per_s") * 1e9,
+                                      backend=str(coll.get("backend", "")), nproc=nproc)
+    return out
+
+
+def parse_calibration(loc: Located, data: Any, path: tuple) -> Calibration:
+    data = _mapping(loc, data, path, SECTION_KEYS)
+    env = _mapping(loc, data.get("environment"), path + ("environment",))
+    return Calibration(date=str(data.get("date", "")), environment=dict(env),
+                       matmul=_matmul(loc, data, path + ("matmul",)),
+                       memory_bandwidth=_bandwidth(loc, data, path + ("memory_bandwidth",)),
+                       attention=_attention(loc, data, path + ("attention",)),
+                       collectives=_collectives(loc, data, path + ("collectives",)), raw=data)

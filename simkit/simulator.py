@@ -220,7 +220,8 @@ def simulate(c: Categorical, n: Numeric) -> dict[str, np.ndarray]:
     gbs = np.asarray(n.global_batch_size, dtype=float)
     flop_per_step = model_flops * accum * devices
     tokens_per_step = gbs * n.seq_len
-    iters = np.asarray(n.tokens_per_epoch, dtype=float) / tokens_per_step
+    # whole optimizer steps per epoch; the last partial batch is dropped (drop_last), as GPT-NeoX counts
+    iters = np.floor(np.asarray(n.tokens_per_epoch, dtype=float) / tokens_per_step)
     return {
         "step_time_s": step,
         "forward": accum * fwd, "backward": accum * bwd, "recompute": accum * rec, "optimizer": optimizer,

@@ -57,6 +57,8 @@ def cli(debug: bool) -> None:
 def main() -> None:
     try:
         cli.main(standalone_mode=True)
-    except SimkitError as exc:  # raised outside a command's invoke (e.g. while parsing)
+    except SimkitError as exc:  # raised outside a command's invoke, or re-raised under --debug
+        if "--debug" in sys.argv[1:]:
+            raise
         click.echo(f"error: {exc}", err=True)
         sys.exit(2)

@@ -1,0 +1,135 @@
+"""`simkit predict`, `simkit sweep`, `simkit estimate`."""
+from __future__ import annotations
+
+import json
+import sys
+
+import click
+
+from simkit.errors import SimkitError
+from simkit.units import human_bytes, human_count, human_duration
+
+SET_HELP = "Override a plan key, e.g. --set training.micro_batch_size=8 (repeatable)."
+
+
+def _rows(rows: list[tuple[str, str]], indent: str = "") -> str:
+    width = max(len(k) for k, _ in rows)
+    return "\n".join(f"{indent}{k.ljust(width)}  {v}" for k, v in rows)
+
+
+def _header(plan, pred) -> list[tuple[str, str]]:
+    m, t, p, h = plan.model, plan.training, plan.parallelism, plan.hw
+    model = (f"{m.n_layers} layers, d_model {m.d_model}, {m.n_heads} heads, d_ff {m.d_ff}, {m.mlp}, "
+             f"seq_len {m.seq_len}, vocab {m.vocab_size} - {human_count(pred.parameters)} parameters")
+    links = ", ".join(x for x in (plan.intra_node and f"intra-node {plan.intra_node.name}",
+                                 plan.inter_node and f"inter-node {h.inter_node_links} x {plan.inter_node.name}") if x)
+    hw = f"{plan.n_devices} x {plan.device.name} ({h.devices_per_node} per node x {h.nodes} node{'s' * (h.nodes > 1)})"
+    parallel = f"data_parallel {p.data_parallel}, tensor_parallel {p.tensor_parallel}, zero_stage {p.zero_stage}"
+    train = (f"global batch {t.global_batch_size} = micro {t.micro_batch_size} x accum {t.grad_accum_steps} x "
+             f"data_parallel {p.data_parallel}; {t.precision}, {t.optimizer}, checkpointing {t.activation_checkpointing}")
+    return [("Plan", plan.source), ("Model", model), ("Hardware", hw + (f"; {links}" if links else "")),
+            ("Parallelism", parallel), ("Training", train)]
+
+
+def format_prediction(plan, pred) -> str:
+    lo, hi = pred.step_time_interval_s
+    out = [_rows(_header(plan, pred)), ""]
+    epochs = plan.spec.data.epochs if plan.spec.data else 1
+    summary = [("Step time", f"{human_duration(pred.step_time_s)}  (interval {human_duration(lo)} - {human_duration(hi)})"),
+               ("Throughput", f"{pred.samples_per_s:,.1f} samples/s, {pred.tokens_per_s:,.0f} tokens/s"),
+               ("MFU", f"{pred.mfu * 100:.1f} %  (model FLOPs / (step time x devices x dense {plan.training.precision} peak))")]
+    if pred.iterations_per_epoch is not None:
+        summary += [("Iterations/epoch", f"{pred.iterations_per_epoch:,.0f}  (tokens / (global batch x seq_len))"),
+                    ("Epoch time", human_duration(pred.epoch_time_s)),
+                    (f"Total ({epochs:g} epoch{'s' * (epochs != 1)})", f"{human_duration(pred.total_time_s)}, "
+                     f"{pred.device_hours:,.0f} device-hours" + (f", ${pred.cost_usd:,.0f}" if pred.cost_usd else ""))]
+    out += [_rows(summary), "", "Step breakdown (seconds per optimizer step)"]
+    b = pred.breakdown_s
+    labels = [("forward", "forward"), ("backward", "backward"), ("recompute", "recompute (checkpointing)"),
+              ("optimizer", "optimizer step"), ("communication_exposed", "communication, exposed"),
+              ("other", "other (accumulation, casts, launch)")]
+    for key, label in labels:
+        share = b[key] / pred.step_time_s * 100 if pred.step_time_s else 0
+        out.append(f"  {label:<38} {b[key]:>12.4f}  {share:5.1f} %")
+    out.append(f"  {'communication, total (incl. hidden)':<38} {b['communication_total']:>12.4f}")
+    out.append(f"  {'step':<38} {pred.step_time_s:>12.4f}")
+    verdict = "fits" if pred.fits_in_memory else "DOES NOT FIT"
+    out += ["", f"Memory per device: {human_bytes(pred.memory_per_device_bytes)} of "
+                f"{human_bytes(pred.memory_capacity_bytes)} ({verdict})"]
+    for key, value in pred.memory_breakdown_bytes.items():
+        out.append(f"  {key.replace('_', ' '):<38} {human_bytes(value):>12}")
+    for w in pred.warnings:
+        out.append(f"warning: {w}")
+    return "\n".join(out)
+
+
+@click.command("predict")
+@click.argument("plan_file", type=click.Path(dir_okay=False))
+@click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE", help=SET_HELP)
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object instead of tables.")
+def predict_cmd(plan_file, overrides, as_json):
+    """Predict step time, throughput, MFU, epoch and total time, and memory per device of PLAN_FILE."""
+    from simkit.plan import load_plan
+    from simkit.simulator import predict
+
+    plan = load_plan(plan_file, overrides)
+    pred = predict(plan)
+    if as_json:
+        click.echo(json.dumps(pred.to_dict(), indent=2))
+    else:
+        click.echo(format_prediction(plan, pred))
+
+
+@click.command("sweep")
+@click.argument("plan_file", type=click.Path(dir_okay=False))
+@click.option("--vary", "varies", multiple=True, required=True, metavar="KEY=V1,V2,...",
+              help="A plan key and its values; every combination of all --vary options is predicted.")
+@click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE", help=SET_HELP)
+@click.option("--output", "-o", type=click.Path(dir_okay=False), help="CSV file to write (default: print a table).")
+def sweep_cmd(plan_file, varies, overrides, output):
+    """Predict every combination of the varied keys of PLAN_FILE (vectorized); invalid rows get a reason."""
+    import time
+
+    from simkit.sweep import run_sweep
+    from simkit.yamlio import write_atomic
+
+    t0 = time.perf_counter()
+    df = run_sweep(plan_file, list(varies), tuple(overrides))
+    elapsed = time.perf_counter() - t0
+    valid = int((df["reason"] == "").sum())
+    if output:
+        write_atomic(output, df.to_csv(index=False))
+        click.echo(f"{len(df):,} combinations ({valid:,} valid) in {elapsed:.2f} s -> {output}")
+    else:
+        click.echo(df.to_string(index=False, max_rows=60))
+        click.echo(f"{len(df):,} combinations ({valid:,} valid) in {elapsed:.2f} s")
+
+
+@click.command("estimate")
+@click.option("--params", type=float, required=True, help="Trainable parameters N, e.g. 7e9.")
+@click.option("--tokens", type=float, required=True, help="Training tokens D, e.g. 1e12.")
+@click.option("--device", required=True, help="Catalogue device, e.g. h100-sxm.")
+@click.option("--devices", type=click.IntRange(min=1), required=True, help="Number of devices.")
+@click.option("--mfu", type=click.FloatRange(0, 1, min_open=True), default=None,
+              help="Model FLOPs utilization to assume (default 0.4).")
+@click.option("--precision", default="bf16", show_default=True, help="Dtype whose dense peak applies.")
+def estimate_cmd(params, tokens, device, devices, mfu, precision):
+    """Quick answer: time = 6 x N x D / (devices x peak x MFU), with its assumptions."""
+    from simkit.estimate import DEFAULT_MFU, estimate
+
+    for name, value in (("--params", params), ("--tokens", tokens)):
+        if not value > 0 or value != value or value == float("inf"):
+            raise SimkitError(f"{value!r} must be a positive finite number", key=name)
+    e = estimate(params=params, tokens=tokens, device=device, devices=devices,
+                 mfu=DEFAULT_MFU if mfu is None else mfu, precision=precision)
+    click.echo(_rows([
+        ("Training compute", f"6 x N x D = 6 x {params:.3g} x {tokens:.3g} = {e.training_flop:.3g} FLOP"),
+        ("Delivered rate", f"{devices} x {e.peak_flop_per_s / 1e12:,.0f} TFLOP/s ({device} dense {precision}) x MFU "
+                           f"{e.mfu:.2f} = {devices * e.peak_flop_per_s * e.mfu / 1e15:,.2f} PFLOP/s"),
+        ("Time", f"{human_duration(e.time_s)}  ({e.device_hours:,.0f} device-hours)"),
+    ]))
+    click.echo("\nAssumptions: 6 FLOP per parameter per token (forward 2, backward 4; Kaplan et al. 2020), "
+               "attention FLOPs and activation recomputation ignored (recomputation adds ~33%), "
+               f"MFU {'given' if mfu else 'assumed'} at {e.mfu:.2f}. For a step-level simulation use `simkit predict`.")
+    click.echo("Note: the rule 'time = parameters x epochs / data size' is dimensionally wrong (it has units "
+               "of parameters per token, not seconds); time grows with parameters x tokens, divided by the rate.")

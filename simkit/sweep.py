@@ -1,0 +1,166 @@
+"""`simkit sweep`: every combination of varied plan keys, evaluated vectorized.
+
+Combinations are grouped by their non-numeric values (device, precision, ...); within a group the
+numeric keys become numpy arrays and one call of `simulator.simulate` evaluates the whole group.
+Invalid combinations get a `reason` instead of numbers. `grad_accum_steps` and `data_parallel` are
+re-derived for every row unless they are varied themselves.
+"""
+from __future__ import annotations
+
+import dataclasses
+import itertools
+from typing import Any
+
+import numpy as np
+
+from simkit import plan as plan_mod
+from simkit.errors import SimkitError, close_names
+from simkit.simulator import BREAKDOWN_KEYS, Categorical, Numeric, simulate
+
+NUMERIC_KEYS = {
+    "model.n_layers", "model.d_model", "model.n_heads", "model.n_kv_heads", "model.d_ff", "model.vocab_size",
+    "model.seq_len", "training.global_batch_size", "training.micro_batch_size", "training.grad_accum_steps",
+    "parallelism.data_parallel", "parallelism.tensor_parallel", "hardware.devices_per_node", "hardware.nodes",
+    "hardware.inter_node_links", "data.tokens", "data.samples", "data.epochs",
+}
+OUTPUT_KEYS = ("step_time_s", "samples_per_s", "tokens_per_s", "iterations_per_epoch", "epoch_time_s",
+               "total_time_s", "mfu", "memory_per_device_bytes", "fits_in_memory") + BREAKDOWN_KEYS
+
+
+def _all_keys() -> list[str]:
+    keys = []
+    for section in dataclasses.fields(plan_mod.PlanSpec):
+        cls = {"model": plan_mod.ModelSpec, "data": plan_mod.DataSpec, "training": plan_mod.TrainingSpec,
+               "parallelism": plan_mod.ParallelismSpec, "hardware": plan_mod.HardwareSpec}[section.name]
+        keys += [f"{section.name}.{f.name}" for f in dataclasses.fields(cls)]
+    return keys
+
+
+def parse_vary(text: str) -> tuple[str, list[Any]]:
+    """'training.micro_batch_size=1,2,4' -> ('training.micro_batch_size', [1, 2, 4])."""
+    if "=" not in text:
+        raise SimkitError(f"--vary {text!r}: expected KEY=V1,V2,..., e.g. training.micro_batch_size=1,2,4")
+    key, values = text.split("=", 1)
+    key = key.strip()
+    if key not in _all_keys():
+        raise SimkitError(f"--vary {text!r}: unknown key {key!r}; {close_names(key, _all_keys())}")
+    parsed = [plan_mod.parse_yaml(v.strip(), file="--vary").data for v in values.split(",") if v.strip()]
+    if not parsed:
+        raise SimkitError(f"--vary {text!r}: no values given")
+    return key, parsed
+
+
+def _numeric_columns(base: plan_mod.Plan, rows: dict[str, np.ndarray], n: int) -> dict[str, np.ndarray]:
+    m, t, p, h = base.model, base.training, base.parallelism, base.hw
+    data = base.spec.data
+    cols = {
+        "model.n_layers": m.n_layers, "model.d_model": m.d_model, "model.n_heads": m.n_heads,
+        "model.n_kv_heads": m.n_kv_heads, "model.d_ff": m.d_ff, "model.vocab_size": m.vocab_size,
+        "model.seq_len": m.seq_len, "training.global_batch_size": t.global_batch_size,
+        "training.micro_batch_size": t.micro_batch_size, "parallelism.tensor_parallel": p.tensor_parallel,
+        "hardware.devices_per_node": h.devices_per_node, "hardware.nodes": h.nodes,
+        "hardware.inter_node_links": h.inter_node_links,
+        "data.tokens": data.tokens if data and data.tokens else np.nan,
+        "data.samples": data.samples if data and data.samples else np.nan,
+        "data.epochs": data.epochs if data else 1.0,
+    }
+    out = {k: np.full(n, float(v)) for k, v in cols.items()}
+    for key, values in rows.items():
+        if key in NUMERIC_KEYS:
+            out[key] = values.astype(float)
+    if "model.d_model" in rows and "model.d_ff" not in rows and base.spec.model.d_ff == 4 * base.spec.model.d_model:
+        out["model.d_ff"] = 4 * out["model.d_model"]
+    if "model.n_heads" in rows and "model.n_kv_heads" not in rows and m.n_kv_heads == m.n_heads:
+        out["model.n_kv_heads"] = out["model.n_heads"]
+    devices = out["hardware.devices_per_node"] * out["hardware.nodes"]
+    pp = float(p.pipeline_parallel)
+    out["parallelism.data_parallel"] = rows["parallelism.data_parallel"].astype(float) \
+        if "parallelism.data_parallel" in rows else devices / (out["parallelism.tensor_parallel"] * pp)
+    per_step = out["training.micro_batch_size"] * out["parallelism.data_parallel"]
+    out["training.grad_accum_steps"] = rows["training.grad_accum_steps"].astype(float) \
+        if "training.grad_accum_steps" in rows else out["training.global_batch_size"] / per_step
+    out["_devices"], out["_pp"] = devices, np.full(n, pp)
+    return out
+
+
+def _reasons(c: dict[str, np.ndarray], positive: list[str]) -> np.ndarray:
+    """Why each row is invalid ('' when valid), checked vectorized in the loader's order."""
+    reason = np.full(len(c["model.d_model"]), "", dtype=object)
+
+    def flag(mask, text):
+        nonlocal reason
+        reason = np.where((reason == "") & mask, text, reason)
+
+    for key in positive:
+        flag(~(c[key] > 0), f"{key} must be positive")
+    flag(c["model.d_model"] % c["model.n_heads"] != 0, "n_heads does not divide d_model")
+    flag(c["model.n_heads"] % c["model.n_kv_heads"] != 0, "n_kv_heads does not divide n_heads")
+    flag(c["model.n_heads"] % c["parallelism.tensor_parallel"] != 0, "tensor_parallel does not divide n_heads")
+    mp = c["parallelism.tensor_parallel"] * c["_pp"]
+    flag(c["parallelism.data_parallel"] * mp != c["_devices"],
+         "data_parallel x tensor_parallel x pipeline_parallel != devices")
+    accum = c["training.grad_accum_steps"]
+    flag((accum != np.floor(accum)) | (accum < 1),
+         "global_batch_size is not micro_batch_size x grad_accum_steps x data_parallel")
+    flag(c["training.micro_batch_size"] * accum * c["parallelism.data_parallel"] != c["training.global_batch_size"],
+         "global_batch_size is not micro_batch_size x grad_accum_steps x data_parallel")
+    return reason
+
+
+def run_sweep(source, varies: list[str], overrides: tuple[str, ...] = ()):
+    """Evaluate every combination; returns a pandas DataFrame (varied keys, outputs, reason)."""
+    import pandas as pd
+
+    parsed = [parse_vary(v) for v in varies]
+    keys = [k for k, _ in parsed]
+    if len(set(keys)) != len(keys):
+        raise SimkitError("--vary: each key may be varied once")
+    combos = pd.DataFrame(list(itertools.product(*[vals for _, vals in parsed])), columns=keys)
+    cat_keys = [k for k in keys if k not in NUMERIC_KEYS]
+    frames = []
+    groups = combos.groupby(cat_keys, sort=False, dropna=False) if cat_keys else [((), combos)]
+    for values, group in groups:
+        values = values if isinstance(values, tuple) else (values,)
+        frames.append(_evaluate_group(source, overrides, dict(zip(cat_keys, values)), group, keys))
+    out = pd.concat(frames).sort_index()
+    return out
+
+
+def _evaluate_group(source, overrides, categorical: dict, group, keys):
+    import pandas as pd
+
+    result = group.copy()
+    sets = tuple(overrides) + tuple(f"{k}={v}" for k, v in categorical.items())
+    try:
+        base = plan_mod.load_plan(source, sets)
+    except SimkitError as exc:
+        result["reason"] = exc.message if hasattr(exc, "message") else str(exc)
+        return result
+    n = len(group)
+    rows = {k: group[k].to_numpy() for k in keys if k in NUMERIC_KEYS}
+    try:
+        cols = _numeric_columns(base, rows, n)
+    except (TypeError, ValueError):
+        result["reason"] = "non-numeric value for a numeric key"
+        return result
+    reason = _reasons(cols, [k for k in rows])
+    ok = reason == ""
+    result["reason"] = reason
+    if ok.any():
+        sel = {k: v[ok] for k, v in cols.items()}
+        tokens = np.where(np.isnan(sel["data.tokens"]), sel["data.samples"] * sel["model.seq_len"], sel["data.tokens"])
+        num = Numeric(sel["model.n_layers"], sel["model.d_model"], sel["model.n_heads"], sel["model.n_kv_heads"],
+                      sel["model.d_ff"], sel["model.vocab_size"], sel["model.seq_len"],
+                      sel["training.global_batch_size"], sel["training.micro_batch_size"],
+                      sel["training.grad_accum_steps"], sel["parallelism.data_parallel"],
+                      sel["parallelism.tensor_parallel"], sel["hardware.devices_per_node"], sel["hardware.nodes"],
+                      sel["hardware.inter_node_links"], tokens, sel["data.epochs"])
+        m, t, p = base.model, base.training, base.parallelism
+        cat = Categorical(base.device, base.intra_node, base.inter_node, t.precision, t.optimizer,
+                          t.activation_checkpointing, m.attention, m.mlp, m.causal, m.tied_embeddings, p.zero_stage)
+        r = simulate(cat, num)
+        for key in OUTPUT_KEYS:
+            column = np.full(n, np.nan, dtype=object if key == "fits_in_memory" else float)
+            column[ok] = np.broadcast_to(np.asarray(r[key]), (int(ok.sum()),))
+            result[key] = column
+    return result

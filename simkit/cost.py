@@ -122,5 +122,24 @@ def attention_rates(device: Device, dtype: str, seq_len, head_dim):
 
 def is_host_device(device: Device) -> bool:
     """A CPU runs ops synchronously, so per-op dispatch cost adds up instead of hiding."""
-    env = device.calibration.environment if device.calibration else {}
-    return device.name.startswith("cpu") or str(env.get("device_type", "")).lower() == "cpu"
+    if device.name == "cpu":
+        return True
+    cal = device.calibration
+    return cal is not None and str((cal.raw.get("settings") or {}).get("device", "")).lower() == "cpu"
+
+
+def host_shares(device: Device, workers) -> tuple:
+    """(compute, bandwidth) fraction of a calibrated host that each of `workers` processes gets.
+
+    Data-parallel workers on one CPU split its cores (threads per worker = cores // workers, as
+    `simkit validate` and torchrun set them) and its memory bandwidth. Compute is assumed to scale
+    linearly with threads from the calibrated thread count; GPUs are not shared (1.0, 1.0).
+    """
+    if not is_host_device(device) or device.calibration is None:
+        return 1.0, 1.0
+    env = device.calibration.environment
+    threads = float(env.get("threads") or 1)
+    cores = float(env.get("cpu_count") or threads)
+    w = np.maximum(np.asarray(workers, dtype=float), 1.0)
+    compute = np.minimum(1.0, np.maximum(1.0, np.floor(cores / w)) / threads)
+    return compute, 1.0 / w

@@ -151,16 +151,21 @@ def _micro_step(c: Categorical, n: Numeric, shape: Shape):
         a_fwd = w.attention.flops_fwd / rate_f + cost.memory_time(dev, w.attention.bytes_fwd)
         a_bwd = w.attention.bwd_flop_factor * w.attention.flops_fwd / rate_b + \
             cost.memory_time(dev, 2 * w.attention.bytes_fwd)
+    cshare, bshare = cost.host_shares(dev, n.devices_per_node)
+    g_fwd, g_bwd, a_fwd, a_bwd = g_fwd / cshare, g_bwd / cshare, a_fwd / cshare, a_bwd / cshare
+    m_fwd, m_bwd = m_fwd / bshare, m_bwd / bshare
     layer_fwd = g_fwd + m_fwd + a_fwd
     layer_bwd = g_bwd + m_bwd + a_bwd
     if c.checkpointing == "full":
         layer_rec = layer_fwd
     elif c.checkpointing == "selective":
-        layer_rec = _selective_recompute(w, dev, dtype, eb)
+        layer_rec = _selective_recompute(w, dev, dtype, eb) / cshare
     else:
         layer_rec = 0.0 * layer_fwd
     top_g_fwd, top_g_bwd = _gemm_times(w, dev, dtype, eb, per_layer=False)
     top_m_fwd, top_m_bwd = _memory_times(w, dev, per_layer=False)
+    top_g_fwd, top_g_bwd = top_g_fwd / cshare, top_g_bwd / cshare
+    top_m_fwd, top_m_bwd = top_m_fwd / bshare, top_m_bwd / bshare
     kernels = n.n_layers * _kernel_count(w, True) + _kernel_count(w, False)
     kernels = kernels * (3 + (1 if c.checkpointing == "full" else 0))        # fwd + 2x bwd (+ recompute)
     fwd = n.n_layers * layer_fwd + top_g_fwd + top_m_fwd
@@ -194,13 +199,14 @@ def simulate(c: Categorical, n: Numeric) -> dict[str, np.ndarray]:
     shard = local / (dp if c.zero_stage >= 1 else 1.0)
     grad_shard = local / (dp if c.zero_stage >= 2 else 1.0)
     # gradient accumulation: micro-steps after the first add into the held gradients (read, read, write)
-    accumulate = (accum - 1) * cost.memory_time(dev, 3 * grad_shard * prec.grad_bytes)
+    bshare = cost.host_shares(dev, n.devices_per_node)[1]
+    accumulate = (accum - 1) * cost.memory_time(dev, 3 * grad_shard * prec.grad_bytes) / bshare
     # autocast casts the fp32 weights to the compute dtype once per micro-step (read 4 B, write 2 B)
     cast_params = local / (dp if c.zero_stage >= 3 else 1.0)
-    casts = accum * cost.memory_time(dev, cast_params * (prec.param_bytes + prec.weight_copy_bytes)) \
+    casts = accum * cost.memory_time(dev, cast_params * (prec.param_bytes + prec.weight_copy_bytes)) / bshare \
         if prec.weight_copy_bytes else 0.0
     opt_bytes = shard * (OPTIMIZER_BYTES_PER_PARAM[c.optimizer] + (LOSS_SCALING_BYTES_PER_PARAM if prec.loss_scaling else 0))
-    optimizer = opt_bytes / cost.bandwidth(dev, opt_bytes, "optimizer_step")
+    optimizer = opt_bytes / (cost.bandwidth(dev, opt_bytes, "optimizer_step") * cost.host_shares(dev, n.devices_per_node)[1])
     fabric = Fabric(np.asarray(n.devices_per_node) / tp, n.nodes, c.intra_node, c.inter_node, n.inter_node_links, dev)
     comm = data_parallel_comm(zero_stage=c.zero_stage, params_local=local, params_per_layer_local=per_layer / tp,
                               n_layers=n.n_layers, accum=accum, dp=dp, grad_bytes=prec.grad_bytes,

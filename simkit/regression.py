@@ -1,0 +1,192 @@
+"""Is a benchmark slower than before? Median change plus a rank test, and change points over time.
+
+A change is a *regression* only when both hold:
+  1. the median moved the wrong way by more than `threshold` (a relative change, 0.05 = 5%), and
+  2. the Mann-Whitney U test (two-sided, scipy.stats.mannwhitneyu) says the two sample sets differ
+     with p < `alpha`.
+(1) keeps tiny but real shifts (a 1% wobble measured very precisely) from failing CI; (2) keeps one
+noisy run from doing so. The test is rank-based, so it needs no normality and one wild sample
+cannot carry it. With few samples it cannot reach significance at all: with n_old and n_new samples
+the smallest two-sided p it can give is 2 / C(n_old + n_new, n_old) (0.33 for 2 vs 2, 0.1 for 3 vs 3),
+so such a comparison is reported as "noise" with that reason, never as a regression.
+
+The test treats samples as independent, but the samples of one run share that run's machine state
+(clock, neighbours, cache and page placement), so two runs on a shared machine can differ
+"significantly" with no cause in the code. When the baseline is several runs (`baseline_runs`, the
+median of each), a third condition applies:
+  3. the new median lies outside the range the baseline runs predict for one more run: the
+     normal-theory prediction interval for one future observation, centre +- t(1 - alpha/2, N - 1)
+     * scale * sqrt(1 + 1/N) (Hahn & Meeker, Statistical Intervals, 1991), on log medians, with the
+     median and 1.4826 * MAD standing in for the mean and sd so that one disturbed baseline run
+     does not widen it (an approximation: the textbook interval uses mean and sd).
+A change inside that range is "noise": the machine varies that much from run to run.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Literal
+
+VERDICTS = ("regression", "improvement", "no change", "noise")
+Verdict = Literal["regression", "improvement", "no change", "noise"]
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class Comparison:
+    """The verdict on one benchmark, old samples versus new."""
+
+    name: str
+    """Benchmark name, e.g. ``matmul.fp32.1024x1024x1024`` ("" when compared bare)."""
+    unit: str
+    """Unit of the samples, e.g. ``flop_per_s`` or ``s``."""
+    higher_is_better: bool
+    old_median: float
+    new_median: float
+    change: float
+    """Relative change of the median, (new - old) / old; +0.2 means 20% larger."""
+    p_value: float
+    """Two-sided Mann-Whitney U p-value (1.0 when it is undefined, e.g. every sample equal)."""
+    verdict: Verdict
+    n_old: int
+    n_new: int
+    note: str = ""
+    """Why the verdict is what it is, where that is not obvious."""
+    run_range: tuple[float, float] | None = None
+    """With several baseline runs: the relative changes (like `change`) a new run's median falls
+    between with probability 1 - alpha if runs vary as the baseline runs did (condition 3)."""
+
+    @property
+    def change_pct(self) -> float:
+        return 100.0 * self.change
+
+
+def median_iqr(samples) -> tuple[float, float]:
+    """Median and interquartile range (75th - 25th percentile, linear interpolation)."""
+    import numpy as np
+
+    values = np.asarray(samples, dtype=float)
+    if values.size == 0:
+        raise ValueError("no samples")
+    q25, q50, q75 = np.percentile(values, [25, 50, 75])
+    return float(q50), float(q75 - q25)
+
+
+def smallest_p(n_old: int, n_new: int) -> float:
+    """Smallest two-sided p the exact Mann-Whitney U test can give for these sample counts."""
+    return min(1.0, 2.0 / math.comb(n_old + n_new, n_old))
+
+
+def _relative_change(old: float, new: float) -> float:
+    if old == 0:
+        return 0.0 if new == 0 else math.copysign(math.inf, new)
+    return (new - old) / abs(old)
+
+
+def _p_value(old, new) -> float:
+    from scipy.stats import mannwhitneyu
+
+    if min(old) == max(old) == min(new) == max(new):
+        return 1.0  # every sample equal: no evidence of any difference (scipy would give nan)
+    p = float(mannwhitneyu(old, new, alternative="two-sided").pvalue)
+    return 1.0 if math.isnan(p) else p
+
+
+def run_prediction_range(run_medians, alpha: float = 0.05) -> tuple[float, float] | None:
+    """Range (low, high) of the median of one more run, from the medians of earlier runs: a
+    prediction interval on log medians with median and MAD (see the module docstring). None for
+    fewer than two runs or a non-positive median."""
+    import numpy as np
+    from scipy.stats import t
+
+    medians = np.asarray(run_medians, dtype=float)
+    if medians.size < 2 or medians.min() <= 0:
+        return None
+    logs = np.log(medians)
+    centre = float(np.median(logs))
+    scale = 1.4826 * float(np.median(np.abs(logs - centre)))  # MAD -> sd for normal data
+    half = float(t.ppf(1 - alpha / 2, logs.size - 1)) * scale * math.sqrt(1 + 1 / logs.size)
+    return math.exp(centre - half), math.exp(centre + half)
+
+
+def compare(old_samples, new_samples, higher_is_better: bool, threshold: float = 0.05,
+            alpha: float = 0.05, *, baseline_runs=None, name: str = "", unit: str = "") -> Comparison:
+    """Compare two sets of samples of one benchmark; see the module docstring for the rule.
+
+    `baseline_runs`: the medians of the separate runs whose samples make up `old_samples`; with two
+    or more, a change must also leave their run-to-run prediction range to count."""
+    old = [float(x) for x in old_samples]
+    new = [float(x) for x in new_samples]
+    if not old or not new:
+        raise ValueError(f"compare needs samples on both sides (got {len(old)} old, {len(new)} new)")
+    old_median, _ = median_iqr(old)
+    new_median, _ = median_iqr(new)
+    change = _relative_change(old_median, new_median)
+    p = _p_value(old, new)
+    worse = change < 0 if higher_is_better else change > 0
+    pct = f"{100 * change:+.1f}%"
+    bounds = run_prediction_range(baseline_runs, alpha) if baseline_runs is not None else None
+    run_range = (tuple(_relative_change(old_median, b) for b in bounds) if bounds and old_median
+                 else None)
+    if abs(change) <= threshold:
+        verdict = "no change"
+        note = (f"significant (p={p:.2g}) but within the {100 * threshold:g}% threshold"
+                if p < alpha else "")
+    elif p < alpha and run_range and run_range[0] <= change <= run_range[1]:
+        verdict = "noise"
+        note = (f"{pct} (p={p:.2g}) but within the run-to-run spread of the {len(baseline_runs)} "
+                f"baseline runs: a new run lands in {100 * run_range[0]:+.0f}%..{100 * run_range[1]:+.0f}% "
+                f"{100 * (1 - alpha):g}% of the time")
+    elif p < alpha:
+        verdict = "regression" if worse else "improvement"
+        note = ""
+    else:
+        verdict = "noise"
+        floor = smallest_p(len(old), len(new))
+        note = (f"{pct} but too few samples ({len(old)} vs {len(new)}): the smallest possible p is "
+                f"{floor:.2g}, not below alpha {alpha:g}" if floor >= alpha else
+                f"{pct} but not significant (p={p:.2g} >= alpha {alpha:g})")
+    return Comparison(name=name, unit=unit, higher_is_better=higher_is_better,
+                      old_median=old_median, new_median=new_median, change=change, p_value=p,
+                      verdict=verdict, n_old=len(old), n_new=len(new), note=note, run_range=run_range)
+
+
+def compare_benchmarks(old: dict, new: dict, threshold: float = 0.05, alpha: float = 0.05
+                       ) -> tuple[list[Comparison], list[str], list[str]]:
+    """Compare every benchmark two records share.
+
+    `old` and `new` map benchmark name -> {"samples": [...], "higher_is_better": bool, "unit": str}
+    (the ``benchmarks`` of a history record); an `old` entry may carry "run_medians" (one per
+    baseline run, see compare's `baseline_runs`). Returns (comparisons in name order, names only in
+    old, names only in new).
+    """
+    results = []
+    for name in sorted(set(old) & set(new)):
+        spec = new[name]
+        results.append(compare(old[name]["samples"], spec["samples"],
+                               bool(spec.get("higher_is_better", True)), threshold, alpha,
+                               baseline_runs=old[name].get("run_medians"),
+                               name=name, unit=str(spec.get("unit", ""))))
+    return results, sorted(set(old) - set(new)), sorted(set(new) - set(old))
+
+
+def change_points(sample_sets: list, higher_is_better: bool, threshold: float = 0.05,
+                  alpha: float = 0.05, window: int = 5) -> list[tuple[int, Comparison]]:
+    """Runs where the benchmark stepped, oldest first.
+
+    Walking forward, run i is compared (compare() on the pooled samples, with the run medians as
+    `baseline_runs`) with the up-to-`window` runs before it since the last change point; a
+    "regression" or "improvement" verdict makes i a change point and starts a new segment there.
+    This is `simkit history check --baseline median-of-5` asked at every step of the history, so
+    runs after a step are compared with the new level, not the old one.
+    Returns (index of the run, its Comparison) pairs.
+    """
+    points, start = [], 0
+    for i in range(1, len(sample_sets)):
+        segment = sample_sets[max(start, i - window):i]
+        pooled = [x for run in segment for x in run]
+        result = compare(pooled, sample_sets[i], higher_is_better, threshold, alpha,
+                         baseline_runs=[median_iqr(run)[0] for run in segment])
+        if result.verdict in ("regression", "improvement"):
+            points.append((i, result))
+            start = i
+    return points

@@ -1,0 +1,197 @@
+"""`simkit validate`: predictions held against real training on this machine (one plan or a folder of
+plans) or against a file of published measurements."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import click
+
+from simkit import report
+from simkit.errors import SimkitError
+
+_BREAKDOWN_COLUMNS = [("part", "part", report.plain), ("predicted_s", "predicted", report.seconds),
+                      ("measured_s", "measured", report.seconds), ("error", "error", report.percent),
+                      ("error_of_step", "off by (of step)", report.percent)]
+_SUITE_COLUMNS = [("name", "plan", report.plain), ("shape", "dp x mb x ga, precision", report.plain),
+                  ("predicted", "predicted", report.seconds), ("measured", "measured", report.seconds),
+                  ("iqr", "IQR", report.seconds), ("fastest", "fastest", report.seconds), ("error", "error", report.percent), ("worst_part", "most off", report.plain)]
+
+
+@click.command("validate")
+@click.argument("plan", required=False, type=click.Path(dir_okay=False))
+@click.option("--suite", type=click.Path(file_okay=False), help="Run every plan (*.yml, *.yaml) in this folder.")
+@click.option("--published", type=click.Path(dir_okay=False), help="Score predictions against a published-cases file.")
+@click.option("--steps", type=click.IntRange(1), default=10, show_default=True, help="Timed optimizer steps.")
+@click.option("--warmup", type=click.IntRange(0), default=3, show_default=True, help="Untimed steps first.")
+@click.option("--profile", "profiles", multiple=True, type=click.Path(dir_okay=False),
+              help="Calibrated profile to predict with (replaces hardware.device). Repeatable: each plan then "
+              "uses the profile calibrated with its workers' thread count (e.g. --threads 2 and --threads 1 "
+              "profiles for 1- and 2-process plans on 2 cores).")
+@click.option("--record", type=click.Path(dir_okay=False), help="Append one JSON line per measured plan.")
+@click.option("--set", "overrides", multiple=True, metavar="KEY=VAL", help="Override a plan key (repeatable).")
+@click.option("--threads", type=click.IntRange(1), help="Threads per worker [default: cores / data_parallel].")
+@click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True)
+@click.option("--no-scale-down", is_flag=True, help="Refuse plans too big for this machine instead of "
+              "measuring a smaller variant.")
+@click.option("--max-step-s", type=click.FloatRange(min=0, min_open=True), default=60.0, show_default=True,
+              help="Scale down plans predicted slower than this per step.")
+@click.option("--flush-denormal/--no-flush-denormal", default=True, show_default=True,
+              help="Flush subnormal floats to zero on CPU (random-token training produces many; x86 handles "
+              "them on a slow path).")
+@click.option("--plot", type=click.Path(dir_okay=False), help="Write a predicted-vs-measured scatter (PNG).")
+@click.option("--json", "as_json", is_flag=True, help="Print the results as JSON.")
+def validate_cmd(plan, suite, published, steps, warmup, profiles, record, overrides, threads, device, no_scale_down,
+                 max_step_s, flush_denormal, plot, as_json):
+    """Compare predicted and measured step time: train PLAN (or every plan of --suite) here for real,
+    or score the cases of a --published file."""
+    if sum(x is not None for x in (plan, suite, published)) != 1:
+        raise SimkitError("give exactly one of PLAN, --suite FOLDER or --published FILE")
+    if published:
+        if profiles or record or overrides:
+            raise SimkitError("--profile, --record and --set apply to live runs (PLAN or --suite), not --published")
+        return _published(published, plot, as_json)
+    from simkit import validate as v
+
+    paths = [Path(plan)] if plan else v.suite_plans(suite)
+    options = dict(steps=steps, warmup=warmup, threads=threads, device=device, scale_down=not no_scale_down,
+                   max_step_s=max_step_s, flush_denormal=flush_denormal)
+    results = []
+    for i, path in enumerate(paths, 1):
+        if suite:
+            click.echo(f"[{i}/{len(paths)}] {path}", err=True)
+        try:
+            result = _live_one(path, profiles, overrides, options)
+        except SimkitError as exc:
+            if not suite:
+                raise
+            result = {"plan_file": str(path), "failure": str(exc)}
+            click.echo(f"  failed: {exc}", err=True)
+        else:
+            if record:
+                with open(record, "a", encoding="utf-8") as fh:
+                    fh.write(v.record_line(result) + "\n")
+            if not as_json and not suite:
+                click.echo(_live_text(result))
+        results.append(result)
+    if plot:
+        points = [{"measured": r["measured"]["step_time_s"], "predicted": r["predicted"]["step_time_s"],
+                   "group": Path(r["plan_file"]).stem} for r in results if "error" in r]
+        report.predicted_vs_measured_plot(points, plot, title="simkit validate: step time")
+    if as_json:
+        doc = {"results": results, "summary": v.suite_summary(results)} if suite else results[0]
+        click.echo(json.dumps(doc, indent=2, default=str))
+    elif suite:
+        click.echo(_suite_text(results, v.suite_summary(results)))
+
+
+def _check_device(path: Path, profiles: tuple[str, ...]) -> None:
+    from simkit.yamlio import read_yaml
+
+    for profile in profiles:
+        if not Path(profile).exists():
+            raise SimkitError("profile file not found; write one with `simkit calibrate --device cpu --output FILE`",
+                              file=profile)
+    data = read_yaml(path).data
+    hardware = (data.get("hardware") if isinstance(data, dict) else None) or {}
+    if not profiles and isinstance(hardware, dict) and not hardware.get("device") and not hardware.get("system"):
+        raise SimkitError("no hardware.device in the plan; give --profile FILE (a profile written by "
+                          "`simkit calibrate`)", file=str(path))
+
+
+def _live_one(path: Path, profiles: tuple[str, ...], overrides: tuple[str, ...], options: dict) -> dict:
+    from simkit import validate as v
+    from simkit.plan import load_plan
+
+    _check_device(path, profiles)
+    device = lambda p: [f"hardware.device={Path(p).resolve()}"]  # noqa: E731
+    plan = load_plan(path, list(overrides) + (device(profiles[0]) if profiles else []))
+    if len(profiles) > 1:
+        chosen = v.choose_profile(list(profiles), v.worker_threads(plan, options["threads"]))
+        plan = load_plan(path, list(overrides) + device(chosen))
+    return v.validate_live(plan, **options)
+
+
+def _live_text(r: dict) -> str:
+    m, p, env = r["measured"], r["predicted"], r["measured"]["environment"]
+    workers = env["world_size"]
+    lines = [f"plan: {r['plan_file']}   profile: {r['profile']}",
+             f"measured on {env['host']} ({env['device_name']}), torch {env['torch_version']}, "
+             f"{workers} worker{'s' if workers > 1 else ''} x {env['threads']} thread{'s' if env['threads'] > 1 else ''}; "
+             f"median of {r['steps']} steps after {r['warmup']} warm-up",
+             f"step time: predicted {report.seconds(p['step_time_s'])}, measured {report.seconds(m['step_time_s'])} "
+             f"(IQR {report.seconds(m['step_time_iqr_s'])}, fastest {report.seconds(m['step_time_min_s'])}), "
+             f"error {report.percent(r['error'])}", "",
+             report.table(r["breakdown"], _BREAKDOWN_COLUMNS),
+             "  (measured backward includes recomputation; communication_total is not part of the step sum)"]
+    lines += ["", "notes:"] + [f"  - {n}" for n in r["notes"]]
+    return "\n".join(lines)
+
+
+def _worst_part(r: dict) -> str:
+    rows = [row for row in r["breakdown"] if row["error_of_step"] is not None]
+    row = max(rows, key=lambda x: abs(x["error_of_step"]))
+    return f"{row['part']} {report.percent(row['error_of_step'])}"
+
+
+def _suite_text(results: list[dict], summary: dict) -> str:
+    rows = []
+    for r in results:
+        name = Path(r["plan_file"]).stem
+        if "failure" in r:
+            rows.append({"name": name, "shape": "failed: " + r["failure"][:80]})
+            continue
+        t, dp = r["plan"]["training"], r["plan"]["parallelism"]["data_parallel"]
+        rows.append({"name": name + (" (scaled)" if r["variant"] else ""),
+                     "shape": f"{dp} x {t['micro_batch_size']} x {t['grad_accum_steps']}, {t['precision']}",
+                     "predicted": r["predicted"]["step_time_s"], "measured": r["measured"]["step_time_s"],
+                     "iqr": r["measured"]["step_time_iqr_s"], "fastest": r["measured"]["step_time_min_s"],
+                     "error": r["error"], "worst_part": _worst_part(r)})
+    lines = [report.table(rows, _SUITE_COLUMNS), ""]
+    if summary["count"]:
+        lines.append(f"{summary['count']} plans measured, {summary['failed']} failed: MAE (mean |error|) "
+                     f"{report.percent(summary['mae'], signed=False)}, median {report.percent(summary['median_ae'], signed=False)}, "
+                     f"max {report.percent(summary['max_ae'], signed=False)}, mean signed error {report.percent(summary['mean_error'])}")
+        lines += ["", "which parts of the step the prediction gets wrong (predicted - measured, as a share of the "
+                  "measured step, averaged over plans):",
+                  report.table(summary["parts"], [("part", "part", report.plain),
+                                                  ("mean_error_of_step", "mean", report.percent),
+                                                  ("mean_abs_error_of_step", "mean |.|", lambda x: report.percent(x, False))],
+                               indent="  ")]
+    else:
+        lines.append(f"no plan could be measured ({summary['failed']} failed)")
+    return "\n".join(lines)
+
+
+def _published(path: str, plot: str | None, as_json: bool) -> None:
+    from simkit import validate as v
+
+    score = v.score_published(v.load_published(path))
+    if plot:
+        points = [{"measured": c["measured_step_time_s"], "predicted": c["predicted_step_time_s"], "group": c["source"]}
+                  for c in score["cases"]]
+        report.predicted_vs_measured_plot(points, plot, title=f"simkit vs published: {Path(path).name}")
+    if as_json:
+        click.echo(json.dumps(score, indent=2))
+        return
+    click.echo(_published_text(path, score))
+
+
+def _published_text(path: str, score: dict) -> str:
+    pct = lambda x: report.percent(x, signed=False)  # noqa: E731
+    cols = [("source", "source", report.plain), ("count", "cases", str), ("mape", "MAPE", pct),
+            ("median_ape", "median APE", pct), ("max_ape", "max APE", pct), ("mean_error", "mean error", report.percent)]
+    lines = [f"{path}: {len(score['cases'])} cases predicted, {len(score['skipped'])} skipped", "",
+             report.table(score["sources"], cols)]
+    for s in score["sources"]:
+        if s["source"] == "all":
+            continue
+        lines += ["", f"worst cases, {s['source']}:",
+                  report.table(s["worst"], [("id", "id", report.plain), ("predicted_step_time_s", "predicted", report.seconds),
+                                            ("measured_step_time_s", "measured", report.seconds),
+                                            ("error", "error", report.percent)], indent="  ")]
+    if score["skipped"]:
+        lines += ["", "skipped:"] + [f"  {c['id']}: {c['reason']}" for c in score["skipped"][:10]]
+        if len(score["skipped"]) > 10:
+            lines.append(f"  ... and {len(score['skipped']) - 10} more (see --json)")
+    return "\n".join(lines)

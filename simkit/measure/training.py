@@ -1,0 +1,416 @@
+"""Real PyTorch training of a plan's model, timed step by step (the measuring half of `simkit validate`).
+
+The model is a plain pre-LN transformer built from the plan's numbers; it trains on synthetic random
+tokens. One process measures in-process (`measure(config)`); data-parallel runs start this module
+under torchrun (`python -m torch.distributed.run ... -m simkit.measure.training --config C --out O`)
+and rank 0 writes the result as JSON.
+
+Simplifications (they change no GEMM shape): no positional encoding, no dropout, no biases in the
+linear layers, LayerNorm for both MLP kinds.
+"""
+from __future__ import annotations
+
+import argparse
+import contextlib
+import datetime
+import json
+import math
+import os
+import platform
+import resource
+import socket
+import time
+from pathlib import Path
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from torch.utils.checkpoint import checkpoint
+
+from simkit.measure import cpu_count, cpu_model
+from simkit.measure.timing import median_iqr
+
+DDP_BUCKET_BYTES = 25 * 2**20   # DDP's default bucket_cap_mb = 25
+
+
+# ----------------------------------------------------------------------------- model
+def eager_attention(q, k, v, causal: bool):
+    """softmax(QK^T / sqrt(d)) V with the score matrix materialized; GQA by broadcasting k, v."""
+    b, h, s, hd = q.shape
+    kv = k.shape[1]
+    q = q.view(b, kv, h // kv, s, hd)
+    scores = q @ k.unsqueeze(2).transpose(-1, -2) * (1.0 / math.sqrt(hd))
+    if causal:
+        mask = torch.ones(s, s, dtype=torch.bool, device=q.device).triu(1)
+        scores = scores.masked_fill(mask, float("-inf"))
+    probs = torch.softmax(scores, dim=-1).to(v.dtype)
+    return (probs @ v.unsqueeze(2)).view(b, h, s, hd)
+
+
+class Attention(nn.Module):
+    def __init__(self, m: dict, selective: bool):
+        super().__init__()
+        self.n_heads, self.n_kv, self.head_dim = m["n_heads"], m["n_kv_heads"], m["d_model"] // m["n_heads"]
+        self.causal, self.fused, self.selective = m["causal"], m["attention"] == "fused", selective
+        self.qkv = nn.Linear(m["d_model"], (self.n_heads + 2 * self.n_kv) * self.head_dim, bias=False)
+        self.out = nn.Linear(m["d_model"], m["d_model"], bias=False)
+
+    def core(self, q, k, v):
+        if self.fused:
+            return F.scaled_dot_product_attention(q, k, v, is_causal=self.causal,
+                                                  enable_gqa=self.n_kv != self.n_heads)
+        return eager_attention(q, k, v, self.causal)
+
+    def forward(self, x):
+        b, s, d = x.shape
+        hd = self.head_dim
+        q, k, v = self.qkv(x).split([self.n_heads * hd, self.n_kv * hd, self.n_kv * hd], dim=-1)
+        q, k, v = (t.view(b, s, -1, hd).transpose(1, 2) for t in (q, k, v))
+        if self.selective and self.training:   # selective recompute: only the attention core (Korthikanti et al. 2022)
+            y = checkpoint(self.core, q, k, v, use_reentrant=False)
+        else:
+            y = self.core(q, k, v)
+        return self.out(y.transpose(1, 2).reshape(b, s, d))
+
+
+class MLP(nn.Module):
+    def __init__(self, m: dict):
+        super().__init__()
+        d, ff = m["d_model"], m["d_ff"]
+        self.swiglu = m["mlp"] == "swiglu"
+        self.up = nn.Linear(d, 2 * ff if self.swiglu else ff, bias=False)
+        self.down = nn.Linear(ff, d, bias=False)
+
+    def forward(self, x):
+        if self.swiglu:   # SwiGLU (Shazeer 2020): silu(x W1) * (x W3), W1 and W3 in one GEMM
+            gate, up = self.up(x).chunk(2, dim=-1)
+            return self.down(F.silu(gate) * up)
+        return self.down(F.gelu(self.up(x)))
+
+
+class Block(nn.Module):
+    def __init__(self, m: dict, selective: bool):
+        super().__init__()
+        self.ln1, self.ln2 = nn.LayerNorm(m["d_model"]), nn.LayerNorm(m["d_model"])
+        self.attn, self.mlp = Attention(m, selective), MLP(m)
+
+    def forward(self, x):
+        x = x + self.attn(self.ln1(x))
+        return x + self.mlp(self.ln2(x))
+
+
+class Transformer(nn.Module):
+    """Pre-LN decoder (causal) or encoder with an LM head and cross-entropy loss."""
+
+    def __init__(self, m: dict, checkpointing: str = "none"):
+        super().__init__()
+        self.embed = nn.Embedding(m["vocab_size"], m["d_model"])
+        self.blocks = nn.ModuleList(Block(m, checkpointing == "selective") for _ in range(m["n_layers"]))
+        self.ln_f = nn.LayerNorm(m["d_model"])
+        self.head = nn.Linear(m["d_model"], m["vocab_size"], bias=False)
+        if m["tied_embeddings"]:
+            self.head.weight = self.embed.weight
+        self.full_checkpointing = checkpointing == "full"
+
+    def forward(self, tokens, targets):
+        x = self.embed(tokens)
+        for block in self.blocks:
+            if self.full_checkpointing and self.training:
+                x = checkpoint(block, x, use_reentrant=False)
+            else:
+                x = block(x)
+        logits = self.head(self.ln_f(x))
+        return F.cross_entropy(logits.view(-1, logits.shape[-1]), targets.view(-1))
+
+
+def count_parameters(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())   # tied weights are listed once
+
+
+# ----------------------------------------------------------------------------- optimizers
+class Lamb(torch.optim.Optimizer):
+    """LAMB (You et al. 2019, arXiv:1904.00962, Algorithm 2) with bias correction; a plain per-tensor loop."""
+
+    def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-6, weight_decay=0.01):
+        super().__init__(params, dict(lr=lr, betas=betas, eps=eps, weight_decay=weight_decay))
+
+    @torch.no_grad()
+    def step(self, closure=None):
+        for group in self.param_groups:
+            b1, b2 = group["betas"]
+            for p in group["params"]:
+                if p.grad is None:
+                    continue
+                state = self.state[p]
+                if not state:
+                    state.update(step=0, m=torch.zeros_like(p), v=torch.zeros_like(p))
+                state["step"] += 1
+                m, v, t = state["m"], state["v"], state["step"]
+                m.mul_(b1).add_(p.grad, alpha=1 - b1)
+                v.mul_(b2).addcmul_(p.grad, p.grad, value=1 - b2)
+                update = (m / (1 - b1**t)) / ((v / (1 - b2**t)).sqrt_().add_(group["eps"]))
+                update.add_(p, alpha=group["weight_decay"])
+                w_norm, u_norm = p.norm(), update.norm()
+                trust = torch.where((w_norm > 0) & (u_norm > 0), w_norm / u_norm, torch.ones_like(w_norm))
+                p.sub_(update * (group["lr"] * trust))
+
+
+def make_optimizer(name: str, params) -> tuple[torch.optim.Optimizer, str]:
+    """The plan's optimizer and a description of the implementation used."""
+    params = list(params)
+    if name == "lamb":
+        return Lamb(params), "LAMB (simkit's simple per-tensor implementation)"
+    cls, kwargs = {"adamw": (torch.optim.AdamW, dict(lr=1e-4, weight_decay=0.1)),
+                   "adam": (torch.optim.Adam, dict(lr=1e-4)),
+                   "sgd": (torch.optim.SGD, dict(lr=1e-3, momentum=0.9))}[name]
+    try:
+        return cls(params, fused=True, **kwargs), f"torch.optim.{cls.__name__}(fused=True)"
+    except (RuntimeError, ValueError, TypeError):
+        return cls(params, foreach=True, **kwargs), f"torch.optim.{cls.__name__}(foreach=True)"
+
+
+# ----------------------------------------------------------------------------- precision
+def precision_context(precision: str, device: torch.device):
+    """(autocast context factory, GradScaler or None, note)."""
+    if device.type == "cuda":   # set either way: an earlier tf32 plan in the same process must not leak
+        torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = precision == "tf32"
+    if precision in ("fp32", "tf32"):
+        if precision == "tf32" and device.type == "cuda":
+            return contextlib.nullcontext, None, "tf32 matmuls enabled"
+        note = "tf32 measured as fp32 (no tf32 on CPU)" if precision == "tf32" else "fp32, no autocast"
+        return contextlib.nullcontext, None, note
+    if precision not in ("bf16", "fp16"):
+        raise ValueError(f"precision {precision!r} cannot be measured live; use fp32, tf32, bf16 or fp16")
+    dtype = torch.bfloat16 if precision == "bf16" else torch.float16
+    autocast = lambda: torch.autocast(device_type=device.type, dtype=dtype)  # noqa: E731
+    scaler = torch.amp.GradScaler(device.type) if precision == "fp16" else None
+    return autocast, scaler, f"torch.autocast({precision}) with fp32 master weights" + (
+        " and GradScaler" if scaler else "")
+
+
+# ----------------------------------------------------------------------------- timing
+class Clock:
+    """Marks points in time; on CUDA with events (no host sync inside a step), on CPU perf_counter."""
+
+    def __init__(self, device: torch.device):
+        self.cuda = device.type == "cuda"
+
+    def mark(self):
+        if self.cuda:
+            event = torch.cuda.Event(enable_timing=True)
+            event.record()
+            return event
+        return time.perf_counter()
+
+    def elapsed_s(self, start, end) -> float:
+        if self.cuda:
+            end.synchronize()
+            return start.elapsed_time(end) / 1e3
+        return end - start
+
+    def sync(self) -> None:
+        if self.cuda:
+            torch.cuda.synchronize()
+
+
+class Trainer:
+    """One model, optimizer and batch; `step()` runs one optimizer step and returns its timings."""
+
+    def __init__(self, config: dict, device: torch.device, ddp: bool):
+        m, t = config["model"], config["training"]
+        torch.manual_seed(1234)
+        self.device, self.ga, self.ddp = device, t["grad_accum_steps"], ddp
+        self.model = Transformer(m, t["activation_checkpointing"]).to(device)
+        self.n_params = count_parameters(self.model)
+        if ddp:
+            from torch.nn.parallel import DistributedDataParallel
+
+            ids = [device.index] if device.type == "cuda" else None
+            self.model = DistributedDataParallel(self.model, device_ids=ids)
+        self.optimizer, self.optimizer_impl = make_optimizer(t["optimizer"], self.model.parameters())
+        self.autocast, self.scaler, self.precision_note = precision_context(t["precision"], device)
+        shape = (t["micro_batch_size"], m["seq_len"])
+        self.tokens = torch.randint(m["vocab_size"], shape, device=device)
+        self.targets = torch.randint(m["vocab_size"], shape, device=device)
+        self.clock = Clock(device)
+
+    def _no_sync(self, sync: bool):
+        return self.model.no_sync() if self.ddp and not sync else contextlib.nullcontext()
+
+    def step(self, sync: bool = True, update: bool = True) -> dict:
+        """Timings of one step: forward and backward summed over micro-steps, the last backward apart."""
+        clock, marks = self.clock, []
+        clock.sync()
+        faults = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+        start = clock.mark()
+        for i in range(self.ga):
+            with self._no_sync(sync and i == self.ga - 1):
+                a = clock.mark()
+                with self.autocast():
+                    loss = self.model(self.tokens, self.targets) / self.ga
+                b = clock.mark()
+                (self.scaler.scale(loss) if self.scaler else loss).backward()
+                marks.append((a, b, clock.mark()))
+        before_opt = clock.mark()
+        if update:
+            if self.scaler:
+                self.scaler.step(self.optimizer)
+                self.scaler.update()
+            else:
+                self.optimizer.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        end = clock.mark()
+        clock.sync()
+        faults = resource.getrusage(resource.RUSAGE_SELF).ru_minflt - faults
+        fwd = [clock.elapsed_s(a, b) for a, b, _ in marks]
+        bwd = [clock.elapsed_s(b, c) for _, b, c in marks]
+        return {"step": clock.elapsed_s(start, end), "forward": sum(fwd), "backward": sum(bwd),
+                "last_backward": bwd[-1], "optimizer": clock.elapsed_s(before_opt, end), "page_faults": faults}
+
+
+def _median(values: list[float]) -> float:
+    return median_iqr(values)[0] if values else 0.0
+
+
+def measure_all_reduce_s(n_params: int, device: torch.device, repeats: int = 5) -> float:
+    """Time of all-reducing n_params fp32 gradients in DDP-sized buckets (what DDP would send unhidden)."""
+    import torch.distributed as dist
+
+    per_bucket = max(1, DDP_BUCKET_BYTES // 4)
+    sizes = [min(per_bucket, n_params - i) for i in range(0, n_params, per_bucket)]
+    buffers = [torch.ones(n, device=device) for n in sizes]
+    times = []
+    for r in range(repeats + 1):
+        dist.barrier()
+        t0 = time.perf_counter()
+        for buf in buffers:
+            dist.all_reduce(buf)
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        if r:   # the first round warms the connections
+            times.append(time.perf_counter() - t0)
+    return _median(times)
+
+
+# ----------------------------------------------------------------------------- environment
+def local_device(kind: str = "auto") -> str:
+    """'cuda' when asked or available (for 'auto'), else 'cpu'."""
+    if kind == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if kind == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError("no CUDA device is available")
+    return kind
+
+
+def available_memory_bytes(kind: str) -> float:
+    """Free GPU memory (one device) or available host RAM."""
+    if kind == "cuda":
+        return float(torch.cuda.mem_get_info()[0])
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemAvailable:"):
+                return float(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return float(os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE"))
+
+
+def local_device_count(kind: str) -> int:
+    if kind == "cuda":
+        return torch.cuda.device_count()
+    return cpu_count()
+
+
+def environment(device: torch.device, world_size: int) -> dict:
+    name = torch.cuda.get_device_name(device) if device.type == "cuda" else cpu_model()
+    return {"host": socket.gethostname(), "device": device.type, "device_name": name,
+            "torch_version": torch.__version__, "cuda_version": torch.version.cuda,
+            "python_version": platform.python_version(), "threads": torch.get_num_threads(),
+            "world_size": world_size, "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")}
+
+
+# ----------------------------------------------------------------------------- measuring
+def _summarize(trainer: Trainer, timed: list[dict], probes: list[dict], comm_total_s: float) -> dict:
+    steps = [t["step"] for t in timed]
+    exposed = 0.0
+    if probes:   # communication = the synchronizing backward minus the same backward under no_sync
+        exposed = max(0.0, _median([t["last_backward"] for t in timed]) - _median([p["last_backward"] for p in probes]))
+    parts = {k: _median([t[k] for t in timed]) for k in ("forward", "backward", "optimizer")}
+    parts["backward"] -= exposed
+    # other = what the step spends outside forward, backward and optimizer, per step (then the median)
+    other = _median([t["step"] - t["forward"] - t["backward"] - t["optimizer"] for t in timed])
+    breakdown = dict(parts, communication_exposed=exposed, communication_total=comm_total_s, other=max(0.0, other))
+    return {"step_time_s": _median(steps), "step_time_iqr_s": median_iqr(steps)[1], "step_time_min_s": min(steps),
+            "step_times_s": steps,
+            "breakdown_s": breakdown, "n_params": trainer.n_params,
+            # minor page faults: host memory freshly mapped and touched in a step (allocator behaviour)
+            "page_faults_per_step": _median([t["page_faults"] for t in timed]),
+            "optimizer_impl": trainer.optimizer_impl, "precision_note": trainer.precision_note}
+
+
+def run(config: dict) -> dict:
+    """Warm up, time `steps` optimizer steps and return the measurement (every rank; rank 0's is kept)."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    torch.set_num_threads(int(config["threads"]))
+    kind = config["device"]
+    # As `simkit calibrate` does: random-token training drives gradients and Adam states into subnormal
+    # floats, whose slow path on x86 makes CPU steps several times slower and erratic.
+    flushed = bool(config.get("flush_denormal", True)) and torch.set_flush_denormal(True)
+    ddp = world > 1
+    if ddp:
+        import torch.distributed as dist
+
+        local = int(os.environ.get("LOCAL_RANK", "0"))
+        if kind == "cuda":
+            torch.cuda.set_device(local)
+        dist.init_process_group("nccl" if kind == "cuda" else "gloo")
+        device = torch.device(kind, local) if kind == "cuda" else torch.device("cpu")
+    else:
+        device = torch.device(kind)
+    trainer = Trainer(config, device, ddp)
+    for _ in range(config["warmup"]):
+        trainer.step()
+    timed = [trainer.step() for _ in range(config["steps"])]
+    probes, comm_total = [], 0.0
+    if ddp:
+        probes = [trainer.step(sync=False, update=False) for _ in range(min(config["steps"], 5))]
+        comm_total = measure_all_reduce_s(trainer.n_params, device)
+        timed = _slowest_rank(timed)
+    result = _summarize(trainer, timed, probes, comm_total)
+    result["environment"] = dict(environment(device, world), flush_denormal=flushed)
+    if ddp:
+        import torch.distributed as dist
+
+        dist.destroy_process_group()
+    return result
+
+
+def _slowest_rank(timed: list[dict]) -> list[dict]:
+    """Per step, the timings of the rank whose step took longest (a step ends when the last rank ends)."""
+    import torch.distributed as dist
+
+    everyone: list = [None] * dist.get_world_size()
+    dist.all_gather_object(everyone, timed)
+    return [max(per_rank, key=lambda t: t["step"]) for per_rank in zip(*everyone)]
+
+
+def measure(config: dict) -> dict:
+    """In-process measurement of one single-device plan (see `run` for the config keys)."""
+    return run(config)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description="simkit training worker (started by `simkit validate`)")
+    parser.add_argument("--config", required=True, help="JSON file with model, training, steps, warmup, threads, device")
+    parser.add_argument("--out", required=True, help="JSON file rank 0 writes the measurement to")
+    args = parser.parse_args(argv)
+    config = json.loads(Path(args.config).read_text())
+    result = run(config)
+    if int(os.environ.get("RANK", "0")) == 0:
+        tmp = Path(args.out).with_suffix(".tmp")
+        tmp.write_text(json.dumps(result))
+        os.replace(tmp, args.out)
+
+
+if __name__ == "__main__":
+    main()

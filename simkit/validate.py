@@ -1,0 +1,368 @@
+"""Holding predictions against reality: live training runs on this machine, and published measurements.
+
+Live: `validate_live(plan, ...)` picks a variant of the plan that fits this machine, predicts it,
+trains it for real (simkit.measure.training, under torchrun for data_parallel > 1) and compares the
+step time and its breakdown. Published: `score_published(load_published(path))` predicts every case
+of a published-cases file and summarizes the errors per source.
+
+Nothing here prints. Errors are fractions: error = (predicted - measured) / measured, ape = |error|.
+"""
+from __future__ import annotations
+
+import copy
+import dataclasses
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+from simkit.errors import SimkitError
+from simkit.plan import Plan, load_plan_located
+from simkit.yamlio import Located, read_yaml
+
+MAX_STEP_S = 60.0            # a variant is chosen when the plan's predicted step is longer than this
+MEMORY_FRACTION = 0.8        # share of the available memory a live run may plan to use
+NOISY_IQR_FRACTION = 0.10    # warn when the step-time IQR exceeds this share of the median
+SMALL_PART_FRACTION = 0.01   # parts below this share of the measured step get no relative error
+PAGE_FAULT_NOTE = 1000       # mention page faults above this many per step
+BREAKDOWN_KEYS = ("forward", "backward", "recompute", "optimizer", "communication_exposed",
+                  "communication_total", "other")
+
+PredictFn = Callable[[Plan], Any]
+
+
+def default_predict(plan: Plan):
+    from simkit.simulator import predict
+
+    return predict(plan)
+
+
+def prediction_dict(pred) -> dict:
+    """The parts of a simulator Prediction that validation compares and records."""
+    interval = getattr(pred, "step_time_interval_s", None)
+    return {"step_time_s": float(pred.step_time_s),
+            "step_time_interval_s": [float(x) for x in interval] if interval else None,
+            "breakdown_s": {k: float(v) for k, v in pred.breakdown_s.items()},
+            "tokens_per_s": _maybe_float(getattr(pred, "tokens_per_s", None)),
+            "mfu": _maybe_float(getattr(pred, "mfu", None))}
+
+
+def _maybe_float(x) -> float | None:
+    return None if x is None else float(x)
+
+
+def relative_error(predicted: float, measured: float) -> float:
+    return (predicted - measured) / measured
+
+
+# ----------------------------------------------------------------------------- fitting the machine
+def estimate_memory_bytes(plan: Plan) -> float:
+    """Rough bytes one training worker needs: 16 per parameter (fp32 weight, grad, two Adam states)
+    plus activations after Korthikanti et al. 2022, Sec. 4.1 (34*s*b*h + 5*a*s^2*b bytes per layer at
+    2-byte activations; the score term only for eager attention), plus logits and their gradient."""
+    from simkit.workload import parameter_count
+
+    m, t = plan.model, plan.training
+    params = parameter_count(m.n_layers, m.d_model, m.n_heads, m.n_kv_heads, m.d_ff, m.vocab_size, m.mlp,
+                             m.tied_embeddings)
+    half = 2.0 if t.precision in ("fp32", "tf32") else 1.0     # fp32 activations are twice the 16-bit size
+    b, s, h = t.micro_batch_size, m.seq_len, m.d_model
+    layer = 34.0 * s * b * h * half
+    if m.attention == "eager" and t.activation_checkpointing == "none":
+        layer += 5.0 * m.n_heads * s * s * b * half
+    layers = m.n_layers * layer
+    if t.activation_checkpointing == "full":
+        layers = m.n_layers * 2.0 * s * b * h * half + layer
+    logits = s * b * m.vocab_size * 12.0           # logits, fp32 softmax and gradient
+    return 16.0 * params + layers + logits
+
+
+def _smaller(plan: Plan) -> Plan | None:
+    """The next smaller variant with the same per-layer shapes: fewer layers, then a smaller micro-batch,
+    then no accumulation; None when nothing is left to shrink."""
+    spec = copy.deepcopy(plan.spec)
+    m, t = spec.model, spec.training
+    if m.n_layers > 1:
+        m.n_layers //= 2
+    elif t.micro_batch_size > 1:
+        t.micro_batch_size //= 2
+    elif t.grad_accum_steps > 1:
+        t.grad_accum_steps = 1
+    else:
+        return None
+    t.global_batch_size = t.micro_batch_size * t.grad_accum_steps * spec.parallelism.data_parallel
+    return dataclasses.replace(plan, spec=spec)
+
+
+def variant_changes(plan: Plan, variant: Plan) -> list[str]:
+    """The `--set` overrides that turn `plan` into `variant`."""
+    keys = (("model", "n_layers"), ("training", "micro_batch_size"), ("training", "grad_accum_steps"),
+            ("training", "global_batch_size"))
+    return [f"{section}.{key}={getattr(getattr(variant.spec, section), key)}" for section, key in keys
+            if getattr(getattr(plan.spec, section), key) != getattr(getattr(variant.spec, section), key)]
+
+
+def fit_variant(plan: Plan, *, memory_budget_bytes: float, max_step_s: float = MAX_STEP_S,
+                predict_fn: PredictFn = default_predict) -> tuple[Plan, str | None]:
+    """(plan to measure, why it was scaled down or None). memory_budget_bytes is per worker:
+    available RAM / data_parallel on a CPU, one GPU's free memory on CUDA."""
+    variant, why = plan, None
+    while True:
+        mem, step_s = estimate_memory_bytes(variant), predict_fn(variant).step_time_s
+        if mem <= memory_budget_bytes and step_s <= max_step_s:
+            return variant, why
+        if why is None:
+            why = (f"the plan needs about {mem / 2**30:.2f} GiB per worker (budget {memory_budget_bytes / 2**30:.2f} GiB)"
+                   f" and about {step_s:.1f} s per step (limit {max_step_s:g} s)")
+        variant = _smaller(variant)
+        if variant is None:
+            raise SimkitError(f"{why}; even 1 layer, micro-batch 1 and no accumulation does not fit this machine")
+
+
+def live_support_error(plan: Plan, device: str, device_count: int) -> str | None:
+    """Why this plan cannot be trained live here, or None."""
+    p, t = plan.parallelism, plan.training
+    if p.tensor_parallel > 1 or p.pipeline_parallel > 1 or p.zero_stage > 0:
+        return ("live validation trains with plain DDP only: tensor_parallel and pipeline_parallel must be 1 "
+                "and zero_stage 0 (use --set to change them)")
+    if plan.hw.nodes > 1:
+        return "live validation runs on one node; set hardware.nodes=1"
+    if t.precision == "fp8":
+        return "fp8 cannot be measured live; use --set training.precision=bf16"
+    if p.data_parallel > device_count:
+        unit = "GPUs" if device == "cuda" else "CPU cores"
+        return f"data_parallel {p.data_parallel} needs {p.data_parallel} {unit}; this machine has {device_count}"
+    return None
+
+
+# ----------------------------------------------------------------------------- measuring
+def worker_threads(plan: Plan, threads: int | None = None) -> int:
+    """Threads per worker: as given, else this machine's cores shared among the data-parallel workers."""
+    from simkit.measure import cpu_count
+
+    return threads or max(1, cpu_count() // plan.parallelism.data_parallel)
+
+
+def choose_profile(profiles: list[str], threads: int) -> str:
+    """Of several calibrated profiles, the one calibrated with `threads` threads (else the first): a CPU
+    worker that gets 1 of 2 cores is a different device from a process that uses both."""
+    from simkit.hardware import load_device
+
+    for path in profiles:
+        cal = load_device(path).calibration
+        if cal is not None and (cal.environment or {}).get("threads") == threads:
+            return path
+    return profiles[0]
+
+
+def worker_config(plan: Plan, *, steps: int, warmup: int, threads: int, device: str,
+                  flush_denormal: bool = True) -> dict:
+    """What simkit.measure.training needs: the model and training sections, loop lengths, threads."""
+    model = dataclasses.asdict(plan.model)
+    model.pop("preset", None)
+    training = dataclasses.asdict(plan.training)
+    return {"model": model, "training": training, "steps": steps, "warmup": warmup,
+            "threads": threads, "device": device, "flush_denormal": flush_denormal}
+
+
+def run_measurement(config: dict, data_parallel: int, timeout_s: float | None = None) -> dict:
+    """Measure in this process (one worker) or under torchrun with DDP (gloo on CPU, NCCL on CUDA)."""
+    if data_parallel == 1:
+        from simkit.measure.training import measure
+
+        return measure(config)
+    with tempfile.TemporaryDirectory(prefix="simkit-validate-") as tmp:
+        cfg, out = Path(tmp) / "config.json", Path(tmp) / "result.json"
+        cfg.write_text(json.dumps(config))
+        cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={data_parallel}",
+               "-m", "simkit.measure.training", "--config", str(cfg), "--out", str(out)]
+        env = dict(os.environ, OMP_NUM_THREADS=str(config["threads"]))
+        try:
+            proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=timeout_s)
+        except subprocess.TimeoutExpired:
+            raise SimkitError(f"the {data_parallel}-process training run took longer than {timeout_s:.0f} s") from None
+        if proc.returncode != 0 or not out.exists():
+            tail = " | ".join((proc.stderr or proc.stdout).strip().splitlines()[-3:])
+            raise SimkitError(f"the {data_parallel}-process training run failed (exit {proc.returncode}): {tail}")
+        return json.loads(out.read_text())
+
+
+def breakdown_rows(predicted: dict, measured: dict) -> list[dict]:
+    """Predicted vs measured per part of a step. The measured backward includes any recomputation,
+    so the row compares it with predicted backward + recompute; communication_total is not part of the step."""
+    pb, mb = predicted["breakdown_s"], measured["breakdown_s"]
+    pairs = [("forward", pb.get("forward", 0.0), mb["forward"]),
+             ("backward+recompute", pb.get("backward", 0.0) + pb.get("recompute", 0.0), mb["backward"]),
+             ("optimizer", pb.get("optimizer", 0.0), mb["optimizer"]),
+             ("communication_exposed", pb.get("communication_exposed", 0.0), mb["communication_exposed"]),
+             ("other", pb.get("other", 0.0), mb["other"]),
+             ("step", predicted["step_time_s"], measured["step_time_s"]),
+             ("communication_total", pb.get("communication_total", 0.0), mb["communication_total"])]
+    rows = []
+    for name, p, m in pairs:
+        # a part under 1% of the step has no meaningful relative error; 'error_of_step' still shows it
+        err = relative_error(p, m) if m > SMALL_PART_FRACTION * measured["step_time_s"] else None
+        share = (p - m) / measured["step_time_s"]
+        rows.append({"part": name, "predicted_s": p, "measured_s": m, "error": err,
+                     "error_of_step": None if name in ("step", "communication_total") else share})
+    return rows
+
+
+def _notes(plan: Plan, measured: dict, why: str | None, changes: list[str]) -> list[str]:
+    notes = [f"optimizer: {measured['optimizer_impl']}", f"precision: {measured['precision_note']}"]
+    if measured["environment"].get("flush_denormal"):
+        notes.append("subnormal floats flushed to zero (--no-flush-denormal measures torch's default)")
+    if why:
+        notes.append(f"scaled down ({why}); measured the variant {' '.join(changes)}")
+    cal = plan.device.calibration
+    profile_threads = (cal.environment or {}).get("threads") if cal else None
+    threads = measured["environment"]["threads"]
+    if profile_threads and profile_threads != threads:
+        notes.append(f"the profile was calibrated with {profile_threads} threads; each worker here used {threads}")
+    faults = measured.get("page_faults_per_step", 0)
+    if faults > PAGE_FAULT_NOTE:
+        notes.append(f"{faults:.0f} minor page faults per step (~{faults * 4096 / 2**20:.0f} MiB of memory freshly "
+                     "mapped and touched each step: the allocator hands big buffers back to the OS); not modelled")
+    iqr, step = measured["step_time_iqr_s"], measured["step_time_s"]
+    if step > 0 and iqr / step > NOISY_IQR_FRACTION:
+        notes.append(f"noisy: step-time IQR is {100 * iqr / step:.0f}% of the median; rerun with more --steps")
+    return notes
+
+
+def validate_live(plan: Plan, *, steps: int = 10, warmup: int = 3, threads: int | None = None,
+                  device: str = "auto", scale_down: bool = True, max_step_s: float = MAX_STEP_S,
+                  flush_denormal: bool = True, predict_fn: PredictFn = default_predict) -> dict:
+    """Predict and measure one plan (or the variant of it that fits this machine) and compare them."""
+    from simkit.measure import training
+
+    try:
+        kind = training.local_device(device)
+    except RuntimeError as exc:
+        raise SimkitError(f"--device {device}: {exc}") from None
+    count = training.local_device_count(kind)
+    dp = plan.parallelism.data_parallel
+    reason = live_support_error(plan, kind, count)
+    if reason:
+        raise SimkitError(reason, file=plan.source if plan.source != "<dict>" else None)
+    threads = worker_threads(plan, threads)
+    budget = MEMORY_FRACTION * training.available_memory_bytes(kind) / (dp if kind == "cpu" else 1)
+    variant, why = fit_variant(plan, memory_budget_bytes=budget, max_step_s=max_step_s, predict_fn=predict_fn)
+    changes = variant_changes(plan, variant)
+    if why and not scale_down:
+        raise SimkitError(f"{why}; rerun without --no-scale-down to measure the variant "
+                          + " ".join(f"--set {c}" for c in changes))
+    predicted = prediction_dict(predict_fn(variant))
+    config = worker_config(variant, steps=steps, warmup=warmup, threads=threads, device=kind,
+                           flush_denormal=flush_denormal)
+    timeout = 600 + 10 * (steps + warmup) * max(predicted["step_time_s"], 1.0)
+    measured = run_measurement(config, dp, timeout_s=timeout)
+    return {"plan_file": plan.source, "plan": dataclasses.asdict(variant.spec), "profile": plan.device.path or plan.device.name,
+            "variant": changes, "predicted": predicted, "measured": measured,
+            "error": relative_error(predicted["step_time_s"], measured["step_time_s"]),
+            "breakdown": breakdown_rows(predicted, measured), "notes": _notes(plan, measured, why, changes),
+            "steps": steps, "warmup": warmup}
+
+
+def record_line(result: dict) -> str:
+    """One JSON line for `--record`: plan, profile, measured, predicted, error and environment."""
+    keys = ("plan_file", "plan", "profile", "variant", "measured", "predicted", "error", "notes", "steps", "warmup")
+    record = {k: result[k] for k in keys}
+    record["measured"] = {k: val for k, val in result["measured"].items() if k != "environment"}
+    record["environment"] = result["measured"]["environment"]
+    return json.dumps(record, sort_keys=True)
+
+
+# ----------------------------------------------------------------------------- suites
+def suite_plans(folder: str | Path) -> list[Path]:
+    paths = sorted(p for p in Path(folder).iterdir() if p.suffix in (".yml", ".yaml")) if Path(folder).is_dir() else []
+    if not paths:
+        raise SimkitError("no plan files (*.yml, *.yaml) found", file=str(folder))
+    return paths
+
+
+def suite_summary(results: list[dict]) -> dict:
+    """Mean, median and max |error| of the step time over the plans that ran, and per breakdown part the
+    mean signed error as a share of the measured step (which part pushes the step prediction off)."""
+    ok = [r for r in results if "error" in r]
+    if not ok:
+        return {"count": 0, "failed": len(results) - len(ok)}
+    abs_err = [abs(r["error"]) for r in ok]
+    parts = {}
+    for row in (row for r in ok for row in r["breakdown"]):
+        if row["error_of_step"] is not None:
+            parts.setdefault(row["part"], []).append(row["error_of_step"])
+    disagreement = sorted(({"part": k, "mean_error_of_step": statistics.fmean(v),
+                            "mean_abs_error_of_step": statistics.fmean(abs(x) for x in v)} for k, v in parts.items()),
+                          key=lambda d: -d["mean_abs_error_of_step"])
+    return {"count": len(ok), "failed": len(results) - len(ok), "mae": statistics.fmean(abs_err),
+            "median_ae": statistics.median(abs_err), "max_ae": max(abs_err),
+            "mean_error": statistics.fmean(r["error"] for r in ok), "parts": disagreement}
+
+
+# ----------------------------------------------------------------------------- published cases
+@dataclass(frozen=True)
+class PublishedCase:
+    id: str
+    source: str
+    measured_step_time_s: float
+    plan: Located          # the case's plan keys, with their line numbers in the file
+
+
+def load_published(path: str | Path) -> list[PublishedCase]:
+    """Cases of a published-cases file: a YAML list of plans with `id`, `source` and `measured.step_time_s`."""
+    loc = read_yaml(path)
+    if not isinstance(loc.data, list):
+        raise loc.error((), "expected a list of cases (- id: ..., source: ..., model: ..., measured: ...)")
+    cases = []
+    for i, raw in enumerate(loc.data):
+        if not isinstance(raw, dict):
+            raise loc.error((i,), "expected a mapping with id, source, measured and the plan keys")
+        for key in ("id", "source", "measured"):
+            if key not in raw:
+                raise loc.error((i,), f"missing required key '{key}' in case {i + 1}")
+        step = (raw["measured"] or {}).get("step_time_s") if isinstance(raw["measured"], dict) else None
+        if isinstance(step, bool) or not isinstance(step, (int, float)) or step <= 0:
+            raise loc.error((i, "measured", "step_time_s"), f"{step!r} must be a positive number of seconds")
+        plan = {k: v for k, v in raw.items() if k not in ("id", "source", "measured")}
+        lines = {k[1:]: v for k, v in loc.lines.items() if k and k[0] == i}
+        cases.append(PublishedCase(str(raw["id"]), str(raw["source"]), float(step),
+                                   Located(data=plan, file=loc.file, lines=lines)))
+    return cases
+
+
+def score_published(cases: list[PublishedCase], predict_fn: PredictFn = default_predict, worst: int = 5) -> dict:
+    """Predict every case; per source (and 'all'): count, MAPE, median and max APE, the worst cases.
+
+    Returns {"cases": [...], "sources": [...], "skipped": [...]} of plain dicts; cases whose plan cannot
+    be loaded or predicted are listed under "skipped" with the reason."""
+    import pandas as pd
+
+    rows, skipped = [], []
+    for case in cases:
+        try:
+            plan = load_plan_located(Located(copy.deepcopy(case.plan.data), case.plan.file, case.plan.lines))
+            predicted = float(predict_fn(plan).step_time_s)
+        except (SimkitError, NotImplementedError) as exc:
+            skipped.append({"id": case.id, "source": case.source, "reason": str(exc)})
+            continue
+        err = relative_error(predicted, case.measured_step_time_s)
+        rows.append({"id": case.id, "source": case.source, "predicted_step_time_s": predicted,
+                     "measured_step_time_s": case.measured_step_time_s, "error": err, "ape": abs(err)})
+    frame = pd.DataFrame(rows, columns=["id", "source", "predicted_step_time_s", "measured_step_time_s", "error", "ape"])
+    groups = [(src, g) for src, g in frame.groupby("source", sort=True)] + [("all", frame)]
+    sources = [_source_summary(src, g, worst) for src, g in groups if len(g)]
+    return {"cases": rows, "sources": sources, "skipped": skipped}
+
+
+def _source_summary(source: str, g, worst: int) -> dict:
+    top = g.sort_values("ape", ascending=False).head(worst)
+    return {"source": source, "count": int(len(g)), "mape": float(g["ape"].mean()),
+            "median_ape": float(g["ape"].median()), "max_ape": float(g["ape"].max()),
+            "mean_error": float(g["error"].mean()),
+            "worst": [{"id": r.id, "error": float(r.error), "predicted_step_time_s": float(r.predicted_step_time_s),
+                       "measured_step_time_s": float(r.measured_step_time_s)} for r in top.itertuples()]}

@@ -89,6 +89,22 @@ def bandwidth(device: Device, nbytes, pattern: str = "triad") -> np.ndarray:
     return np.broadcast_to(device.memory_bandwidth_bytes_per_s * eff, np.shape(nbytes)).astype(float)
 
 
+def first_touch_time(device: Device, nbytes):
+    """Page-fault cost of writing `nbytes` of freshly mapped memory on a host device.
+
+    PyTorch's CPU allocator hands large blocks back to the OS (glibc malloc/free), so every step
+    maps and zero-fills its activation memory again. Measured by `simkit calibrate` as the
+    `first_touch` bandwidth pattern; devices without that measurement pay nothing here.
+    """
+    cal = device.calibration
+    table = cal.memory_bandwidth.get("first_touch") if (cal is not None and is_host_device(device)) else None
+    if not table:
+        return 0.0 * np.asarray(nbytes, dtype=float)
+    sizes = np.log2([row[0] for row in table])
+    rates = np.array([row[1] for row in table])
+    return nbytes / np.interp(np.log2(np.maximum(np.asarray(nbytes, dtype=float), 1.0)), sizes, rates)
+
+
 def gemm_time(device: Device, dtype: str, m, n, k, batch, elem_bytes: int):
     """Roofline time of a (batched) GEMM: max(compute at the achieved rate, bytes at bandwidth)."""
     flops = 2.0 * m * n * k * batch

@@ -38,7 +38,17 @@ class StepCompute:
 
 
 def data_parallel_comm(*, zero_stage: int, params_local, params_per_layer_local, n_layers, accum, dp,
-                       grad_bytes: int, gather_bytes: int, fabric: Fabric, compute: StepCompute) -> CommTimes:
+                       grad_bytes: int, gather_bytes: int, fabric: Fabric, compute: StepCompute,
+                       overlap: bool = True) -> CommTimes:
+    """Communication per step. `overlap=False` for host devices: gloo's reduction threads run on the
+    same cores as the backward pass, so nothing hides behind compute."""
+    comm = _data_parallel_comm(zero_stage, params_local, params_per_layer_local, n_layers, accum, dp, grad_bytes,
+                               gather_bytes, fabric, compute)
+    return comm if overlap else CommTimes(comm.total, comm.total)
+
+
+def _data_parallel_comm(zero_stage, params_local, params_per_layer_local, n_layers, accum, dp, grad_bytes,
+                        gather_bytes, fabric, compute) -> CommTimes:
     if zero_stage >= 3:
         ag = collective_time("all_gather", params_per_layer_local * gather_bytes, dp, fabric)
         rs = collective_time("reduce_scatter", params_per_layer_local * gather_bytes, dp, fabric)

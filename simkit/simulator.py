@@ -210,18 +210,21 @@ def simulate(c: Categorical, n: Numeric) -> dict[str, np.ndarray]:
     fabric = Fabric(np.asarray(n.devices_per_node) / tp, n.nodes, c.intra_node, c.inter_node, n.inter_node_links, dev)
     comm = data_parallel_comm(zero_stage=c.zero_stage, params_local=local, params_per_layer_local=per_layer / tp,
                               n_layers=n.n_layers, accum=accum, dp=dp, grad_bytes=prec.grad_bytes,
-                              gather_bytes=prec.activation_bytes, fabric=fabric, compute=step_compute)
+                              gather_bytes=prec.activation_bytes, fabric=fabric, compute=step_compute,
+                              overlap=not cost.is_host_device(dev))
     tp_fabric = Fabric(tp, 1, c.intra_node, None, 1, dev)
     tpc = tensor_parallel_comm(tokens=shape.tokens, d_model=n.d_model, n_layers=n.n_layers, accum=accum, tp=tp,
                                act_bytes=prec.activation_bytes, fabric=tp_fabric)
     comm = CommTimes(comm.total + tpc.total, comm.exposed + tpc.exposed)
-    other_total = accum * other + accumulate + casts
-    step = accum * (fwd + bwd + rec) + other_total + optimizer + comm.exposed
     mem = memory_per_device(params=params, params_per_layer=per_layer, n_layers=n.n_layers, tokens=shape.tokens,
                             d_model=n.d_model, n_heads_local=np.asarray(n.n_heads) / tp, seq_len=n.seq_len,
                             batch=n.micro_batch_size, vocab_local=np.asarray(n.vocab_size) / tp, prec=prec,
                             optimizer=c.optimizer, zero_stage=c.zero_stage, data_parallel=dp, tensor_parallel=tp,
                             attention=c.attention, checkpointing=c.checkpointing, host=cost.is_host_device(dev))
+    # host devices re-map their activation memory every micro-step (see cost.first_touch_time)
+    allocation = accum * cost.first_touch_time(dev, mem.activations)
+    other_total = accum * other + accumulate + casts + allocation
+    step = accum * (fwd + bwd + rec) + other_total + optimizer + comm.exposed
     devices = np.asarray(n.devices_per_node, dtype=float) * np.asarray(n.nodes, dtype=float)
     gbs = np.asarray(n.global_batch_size, dtype=float)
     flop_per_step = model_flops * accum * devices

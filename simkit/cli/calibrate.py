@@ -1,0 +1,125 @@
+"""`simkit calibrate`: measure this machine, write a calibrated device profile, append to history."""
+from __future__ import annotations
+
+import signal
+import sys
+
+import click
+
+from simkit.calibrate import CalibrationResult, Settings, catalogue_device, history_record, profile_text, run, summary_rows
+from simkit.errors import SimkitError
+from simkit.yamlio import write_atomic
+
+EXIT_INTERRUPTED = 130
+
+
+def _default_device() -> str:
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def _raise_interrupt(signum, frame):
+    raise KeyboardInterrupt
+
+
+class _Bar:
+    """tqdm on stderr: what is being measured, elapsed against the planned seconds, time left."""
+
+    def __init__(self):
+        from tqdm import tqdm
+
+        self.bar = tqdm(total=1, unit="s", file=sys.stderr, dynamic_ncols=True,
+                        bar_format="{desc:<38} {percentage:3.0f}%|{bar}| {elapsed} elapsed{postfix}")
+
+    def __call__(self, what: str, elapsed_s: float, planned_s: float) -> None:
+        if what == "done":  # finished early or late: the bar ends full either way
+            planned_s = elapsed_s
+        self.bar.total = max(planned_s, elapsed_s, 1.0)
+        self.bar.n = elapsed_s
+        self.bar.set_description_str(what, refresh=False)
+        self.bar.set_postfix_str(f"~{max(planned_s - elapsed_s, 0):.0f} s left", refresh=False)
+        self.bar.refresh()
+
+    def __enter__(self) -> _Bar:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.bar.close()
+
+
+@click.command("calibrate")
+@click.option("--device", type=click.Choice(["cpu", "cuda"]), default=None,
+              help="Device to measure [default: cuda if available, else cpu].")
+@click.option("--quick", is_flag=True, help="Short run (at most about a minute): fewer shapes and samples.")
+@click.option("--threads", type=int, default=None, help="torch threads [default: all cores this process may use].")
+@click.option("--comm", is_flag=True, help="Also measure collectives (all-reduce, reduce-scatter, all-gather).")
+@click.option("--nproc", type=int, default=None, help="Processes for --comm [default: 2].")
+@click.option("--output", "-o", type=click.Path(dir_okay=False), default=None,
+              help="Profile to write [default: calibrated-<device>.yaml].")
+@click.option("--history", "history_path", type=click.Path(dir_okay=False), default=None,
+              help="History store to append to [default: $SIMKIT_HISTORY, else ~/.local/share/simkit/history.jsonl].")
+@click.option("--no-history", is_flag=True, help="Do not append a record to the history store.")
+def calibrate_cmd(device, quick, threads, comm, nproc, output, history_path, no_history):
+    """Measure matmul, memory bandwidth, attention (and with --comm collectives) on this machine and
+    write a calibrated device profile usable as `hardware.device: <file>` in a plan.
+
+    Interrupting (Ctrl-C, SIGTERM) writes nothing: an earlier profile at --output stays as it was."""
+    from simkit.measure import cpu_count
+
+    if nproc is not None and not comm:
+        raise SimkitError("--nproc only applies with --comm", key="--nproc")
+    device = device or _default_device()
+    settings = Settings(device=device, quick=quick, threads=threads if threads is not None else cpu_count(),
+                        comm=comm, nproc=nproc if nproc is not None else 2)
+    output = output or f"calibrated-{device}.yaml"
+    previous = signal.signal(signal.SIGTERM, _raise_interrupt)
+    try:
+        with _Bar() as bar:
+            result = run(settings, on_progress=bar)
+        write_atomic(output, profile_text(result))
+    except KeyboardInterrupt:
+        click.echo(f"interrupted: {output} was not written (an earlier file there is untouched)", err=True)
+        sys.exit(EXIT_INTERRUPTED)
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    _print_summary(result, output)
+    if not no_history:
+        _append_history(result, history_path)
+
+
+def _print_summary(result: CalibrationResult, output: str) -> None:
+    catalogue = catalogue_device(result)
+    reference = f"catalogue {catalogue.name}" if catalogue is not None else "catalogue"
+    click.echo(f"wrote {output} ({result.settings.device}, {result.settings.threads} threads, "
+               f"{result.elapsed_s:.0f} s)")
+    click.echo(f"{'':32} {'measured':>12} {reference:>18} {'ratio':>7}")
+    for quantity, measured, reference_value in summary_rows(result, catalogue):
+        ref = f"{reference_value:18.4g}" if reference_value else f"{'-':>18}"
+        ratio = f"{measured / reference_value:7.0%}" if reference_value else f"{'-':>7}"
+        click.echo(f"{quantity:32} {measured:12.4g} {ref} {ratio}")
+    if catalogue is not None and catalogue.name == "cpu":
+        click.echo("note: the catalogue 'cpu' entry is a placeholder, not this machine's datasheet")
+    extrapolated = sum(r.extrapolated for r in result.matmul)
+    if extrapolated:
+        click.echo(f"note: {extrapolated} GEMM shape(s) did not fit the time budget and were extrapolated "
+                   "from smaller shapes (marked extrapolated: true in the profile)")
+    if result.collectives is not None:
+        for op, fit in result.collectives.ops.items():
+            if fit.fit_max_relative_error > 0.25:
+                click.echo(f"note: the {op} latency/bandwidth fit misses a measured size by up to "
+                           f"{fit.fit_max_relative_error:.0%} (per-size times: calibration.collectives.{op}.points)")
+    for warning in result.warnings:
+        click.echo(f"note: {warning}")
+
+
+def _append_history(result: CalibrationResult, path: str | None) -> None:
+    try:
+        from simkit.history import append_record, resolve_path
+    except ModuleNotFoundError as exc:
+        if exc.name != "simkit.history":
+            raise
+        click.echo("note: history not recorded (simkit.history is not available in this version)", err=True)
+        return
+    record_id = append_record(history_record(result), path)
+    click.echo(f"history: appended record {record_id} to {resolve_path(path)}")

@@ -1,0 +1,107 @@
+"""Memory bandwidth by working-set size: copy, the STREAM triad, and a fused AdamW-like pass.
+
+Bytes moved are counted the STREAM way (McCalpin, "STREAM: Sustainable Memory Bandwidth in High
+Performance Computers"): each array element read or written once counts its size, and write-allocate
+traffic is not counted. All arrays are fp32.
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Callable
+
+import torch
+
+from simkit.measure import Target
+from simkit.measure.timing import Budget, Rate, measure_rate, random_tensor
+
+PATTERNS = ("copy", "triad", "optimizer_step")
+ARRAYS = {"copy": 2, "triad": 3, "optimizer_step": 4}
+"""fp32 arrays in the working set: copy dst, src; triad a, b, c; AdamW param, grad, exp_avg, exp_avg_sq."""
+ACCESSES = {"copy": 2, "triad": 3, "optimizer_step": 7}
+"""Array reads+writes per element: copy 1R+1W; triad 2R+1W; AdamW param R+W, grad R,
+exp_avg R+W, exp_avg_sq R+W."""
+_FP32_BYTES = 4
+
+
+def elements(pattern: str, working_set_bytes: int) -> int:
+    """Elements per array so that all arrays of `pattern` together fill the working set."""
+    return max(1, working_set_bytes // (ARRAYS[pattern] * _FP32_BYTES))
+
+
+def bytes_moved(pattern: str, n: int) -> int:
+    """Bytes read plus written by one pass over `n` elements per array."""
+    return ACCESSES[pattern] * n * _FP32_BYTES
+
+
+def _copy(target: Target, n: int) -> Callable[[], object]:
+    src = random_tensor((n,), torch.float32, target)
+    dst = torch.empty_like(src)
+    return lambda: dst.copy_(src)
+
+
+def _triad(target: Target, n: int) -> Callable[[], object]:
+    b, c = random_tensor((n,), torch.float32, target), random_tensor((n,), torch.float32, target)
+    a = torch.empty_like(b)
+    return lambda: torch.add(b, c, alpha=3.0, out=a)  # a = b + s*c
+
+
+def _optimizer_step(target: Target, n: int) -> tuple[Callable[[], object], str]:
+    """One AdamW update of a flat fp32 parameter tensor: the fused kernel (torch._fused_adamw_,
+    what AdamW(fused=True) runs, without the optimizer's Python bookkeeping), else the foreach one."""
+    param, grad, exp_avg = (random_tensor((n,), torch.float32, target) for _ in range(3))
+    exp_avg_sq = random_tensor((n,), torch.float32, target).abs_()
+    step = torch.ones((), device=target.tensor_device)
+    hyper = dict(lr=1e-6, weight_decay=0.01, eps=1e-8, amsgrad=False, maximize=False)
+    fused = getattr(torch, "_fused_adamw_", None)
+    if fused is not None:
+        call = lambda: fused([param], [grad], [exp_avg], [exp_avg_sq], [], [step], beta1=0.9, beta2=0.999, **hyper)
+        try:
+            call()
+            return call, "torch._fused_adamw_"
+        except (RuntimeError, NotImplementedError):
+            pass
+    from torch.optim.adamw import adamw
+
+    call = lambda: adamw([param], [grad], [exp_avg], [exp_avg_sq], [], [step], foreach=True, capturable=False,
+                         beta1=0.9, beta2=0.999, **hyper)
+    return call, "torch.optim.adamw.adamw(foreach=True)"
+
+
+def make_pass(target: Target, pattern: str, working_set_bytes: int) -> tuple[Callable[[], object], int, str]:
+    """(call, bytes moved per call, implementation) for one pattern and working-set size."""
+    n = elements(pattern, working_set_bytes)
+    if pattern == "optimizer_step":
+        call, implementation = _optimizer_step(target, n)
+    else:
+        call = _copy(target, n) if pattern == "copy" else _triad(target, n)
+        implementation = "Tensor.copy_" if pattern == "copy" else "torch.add(b, c, alpha=s, out=a)"
+    return call, bytes_moved(pattern, n), implementation
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class BandwidthResult:
+    pattern: str
+    working_set_bytes: int
+    """All arrays of the pattern together."""
+    implementation: str
+    rate: Rate
+    """Bytes moved (read + written) per second."""
+
+
+def sweep(target: Target, sizes: list[int], budget_s: float, *, item_budget: Callable[[float], Budget],
+          patterns: tuple[str, ...] = PATTERNS, on_item: Callable[[str], None] = lambda label: None,
+          ) -> list[BandwidthResult]:
+    """Every pattern at every working-set size within about `budget_s`."""
+    deadline = time.monotonic() + budget_s
+    items = [(pattern, size) for pattern in patterns for size in sizes]
+    results = []
+    for done, (pattern, size) in enumerate(items):
+        budget = item_budget(max(deadline - time.monotonic(), 0.0) / (len(items) - done))
+        on_item(f"bandwidth {pattern} {size / 2**20:g} MiB")
+        call, moved, implementation = make_pass(target, pattern, size)
+        rate = measure_rate(call, moved, "bytes_per_s", target, budget)
+        results.append(BandwidthResult(pattern=pattern, working_set_bytes=size, implementation=implementation,
+                                       rate=rate))
+        del call  # free the arrays before the next size is allocated
+    return results

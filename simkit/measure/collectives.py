@@ -1,0 +1,186 @@
+"""Collective-communication benchmark: all-reduce, reduce-scatter and all-gather across N processes.
+
+`run_workers` starts N ranks of `simkit.measure.comm_worker` with torchrun (gloo on CPU, NCCL on
+CUDA); `summarize` turns their timings into algorithm and bus bandwidth as nccl-tests defines them
+(nccl-tests doc/PERFORMANCE.md) and an alpha-beta fit per collective. Running across nodes is
+described in comm_worker's docstring. This module does not import torch.
+"""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from simkit.errors import SimkitError
+from simkit.measure.timing import median_iqr
+
+OPS = ("all_reduce", "reduce_scatter", "all_gather")
+
+
+def bus_factor(op: str, nproc: int) -> float:
+    """busbw / algbw (nccl-tests doc/PERFORMANCE.md): all-reduce 2(n-1)/n; reduce-scatter and
+    all-gather (n-1)/n."""
+    if nproc < 2:
+        raise ValueError("a collective needs at least 2 processes")
+    ring = (nproc - 1) / nproc
+    return 2 * ring if op == "all_reduce" else ring
+
+
+def algbw(size_bytes: float, seconds: float) -> float:
+    """Algorithm bandwidth: size / time, size being the full buffer (the all-reduce buffer, the
+    reduce-scatter input, the all-gather output), as in nccl-tests."""
+    return size_bytes / seconds
+
+
+def busbw(op: str, nproc: int, size_bytes: float, seconds: float) -> float:
+    """Bus bandwidth: algbw scaled so it compares with the link speed whatever n is."""
+    return algbw(size_bytes, seconds) * bus_factor(op, nproc)
+
+
+def fit_alpha_beta(op: str, nproc: int, sizes: list[float], seconds: list[float]) -> tuple[float, float]:
+    """(latency_s, bus bandwidth bytes/s) from least squares on t = alpha + factor*size/busbw.
+
+    Residuals are taken relative to each time (each row weighted by 1/t): plain least squares lets
+    the largest message decide both numbers and usually gives a negative latency. The latency is
+    clamped at 0 (then the bandwidth is refitted through the origin)."""
+    x = np.asarray(sizes, dtype=float) * bus_factor(op, nproc)
+    t = np.asarray(seconds, dtype=float)
+    weights = 1.0 / t
+    design = np.column_stack([np.ones_like(x), x]) * weights[:, None]
+    (alpha, beta), *_ = np.linalg.lstsq(design, t * weights, rcond=None)
+    if alpha < 0:
+        alpha = 0.0
+        beta = float(np.sum(x * weights**2 * t) / np.sum((x * weights) ** 2))
+    if beta <= 0:  # times do not grow with size: bandwidth not resolved, use the best point seen
+        return float(alpha), float(np.max(x / t))
+    return float(alpha), float(1.0 / beta)
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class CollectivePoint:
+    size_bytes: int
+    seconds: tuple[float, ...]
+    """Seconds per call, slowest rank, one value per sample."""
+    time_s_median: float
+    time_s_iqr: float
+    algbw_bytes_per_s: float
+    busbw_bytes_per_s: float
+    busbw_samples: tuple[float, ...]
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class CollectiveResult:
+    op: str
+    algorithm: str
+    points: tuple[CollectivePoint, ...]
+    latency_s: float
+    bus_bandwidth_bytes_per_s: float
+    fit_max_relative_error: float
+    """Largest |fitted - measured| / measured time over the points: how well alpha-beta describes them."""
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class CollectivesResult:
+    backend: str
+    nproc: int
+    threads_per_worker: int
+    ops: dict[str, CollectiveResult]
+
+
+def summarize(raw: dict) -> CollectivesResult:
+    """comm_worker's JSON -> per-point bandwidths and a fit per collective."""
+    n = int(raw["nproc"])
+    ops = {}
+    for op, data in raw["ops"].items():
+        points = []
+        for p in data["points"]:
+            median, iqr = median_iqr(p["seconds"])
+            points.append(CollectivePoint(
+                size_bytes=int(p["bytes"]), seconds=tuple(p["seconds"]), time_s_median=median, time_s_iqr=iqr,
+                algbw_bytes_per_s=algbw(p["bytes"], median), busbw_bytes_per_s=busbw(op, n, p["bytes"], median),
+                busbw_samples=tuple(busbw(op, n, p["bytes"], s) for s in p["seconds"])))
+        latency, bandwidth = fit_alpha_beta(op, n, [p.size_bytes for p in points], [p.time_s_median for p in points])
+        error = max(abs(latency + bus_factor(op, n) * p.size_bytes / bandwidth - p.time_s_median) / p.time_s_median
+                    for p in points)
+        ops[op] = CollectiveResult(op=op, algorithm=data["algorithm"], points=tuple(points), latency_s=latency,
+                                   bus_bandwidth_bytes_per_s=bandwidth, fit_max_relative_error=error)
+    return CollectivesResult(backend=raw["backend"], nproc=n, threads_per_worker=int(raw["threads_per_worker"]),
+                             ops=ops)
+
+
+def worker_command(nproc: int, output: str, *, device: str, sizes: list[int], budget_s: float, threads: int,
+                   min_samples: int, max_samples: int, emulate_reduce_scatter: bool = False) -> list[str]:
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", str(nproc),
+               "-m", "simkit.measure.comm_worker", "--output", output, "--device", device,
+               "--sizes", ",".join(map(str, sizes)), "--budget-s", f"{budget_s:.3f}", "--threads", str(threads),
+               "--min-samples", str(min_samples), "--max-samples", str(max_samples)]
+    return command + (["--emulate-reduce-scatter"] if emulate_reduce_scatter else [])
+
+
+def run_workers(nproc: int, *, device: str, sizes: list[int], budget_s: float, cores: int, min_samples: int = 5,
+                max_samples: int = 30, emulate_reduce_scatter: bool = False, timeout_s: float | None = None,
+                on_wait: Callable[[], None] = lambda: None) -> dict:
+    """Run the collective benchmark on `nproc` local ranks and return rank 0's JSON report.
+
+    Each rank gets max(1, cores // nproc) threads (OMP_NUM_THREADS and torch.set_num_threads)."""
+    threads = max(1, cores // nproc)
+    timeout_s = timeout_s if timeout_s is not None else 3 * budget_s + 120
+    with tempfile.TemporaryDirectory(prefix="simkit-comm-") as tmp:
+        output, log = Path(tmp) / "collectives.json", Path(tmp) / "workers.log"
+        command = worker_command(nproc, str(output), device=device, sizes=sizes, budget_s=budget_s, threads=threads,
+                                 min_samples=min_samples, max_samples=max_samples,
+                                 emulate_reduce_scatter=emulate_reduce_scatter)
+        env = dict(os.environ, OMP_NUM_THREADS=str(threads))
+        with open(log, "w", encoding="utf-8") as log_file:
+            process = subprocess.Popen(command, env=env, stdout=log_file, stderr=subprocess.STDOUT,
+                                       start_new_session=True)
+            _wait(process, timeout_s, on_wait)
+        if process.returncode != 0 or not output.exists():
+            raise SimkitError(f"the collective benchmark failed (torchrun exit {process.returncode}): "
+                              f"{_last_error(log.read_text(encoding='utf-8', errors='replace'))}", key="--comm")
+        return json.loads(output.read_text(encoding="utf-8"))
+
+
+def _wait(process: subprocess.Popen, timeout_s: float, on_wait: Callable[[], None]) -> None:
+    """Wait for torchrun; on timeout or interrupt stop its whole process group (ours: it was started
+    in a new session) and re-raise."""
+    began = time.monotonic()
+    try:
+        while process.poll() is None:
+            if time.monotonic() - began > timeout_s:
+                raise SimkitError(f"the collective benchmark took over {timeout_s:.0f} s and was stopped",
+                                  key="--comm")
+            on_wait()
+            time.sleep(0.2)
+    except BaseException:
+        _stop(process)
+        raise
+
+
+def _stop(process: subprocess.Popen) -> None:
+    for sig, grace in ((signal.SIGTERM, 10), (signal.SIGKILL, 5)):
+        try:
+            os.killpg(process.pid, sig)
+        except ProcessLookupError:
+            return
+        try:
+            process.wait(timeout=grace)
+            return
+        except subprocess.TimeoutExpired:
+            continue
+
+
+def _last_error(log: str) -> str:
+    """The most telling line of a torchrun log: the last exception line, else the last line."""
+    lines = [line.strip() for line in log.splitlines() if line.strip()]
+    errors = [line for line in lines if "Error" in line or "error" in line]
+    return (errors or lines or ["no output"])[-1][:300]

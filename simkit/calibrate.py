@@ -153,6 +153,9 @@ def check_settings(settings: Settings) -> None:
         if not torch.cuda.is_available():
             raise SimkitError(f"CUDA is not available to torch {torch.__version__}; use --device cpu",
                               key="--device")
+        if settings.comm and settings.nproc > torch.cuda.device_count():
+            raise SimkitError(f"{settings.nproc} processes need as many GPUs; this machine has "
+                              f"{torch.cuda.device_count()}", key="--nproc")
 
 
 def run(settings: Settings, plan: Plan | None = None, on_progress: Progress = lambda what, done, total: None,

@@ -308,7 +308,8 @@ def _calibration_section(result: CalibrationResult) -> dict:
                       "through copies covering 2x the GPU L2 / CPU per-core L2 (at most 64 copies, 1 GiB); "
                       "2*m*n*k FLOP per call",
             "memory_bandwidth": "bytes read + written per second (STREAM counting); optimizer_step is one "
-                                "fused AdamW update of a flat fp32 tensor, 7 array accesses per element",
+                                "fused AdamW update of a flat fp32 tensor, 7 array accesses per element; first_touch "
+                                "(CPU) writes a freshly allocated tensor: page faults included",
             "attention": "F.scaled_dot_product_attention; forward FLOP 4*b*h*s*s*d, halved for causal, "
                          "backward 2.5x forward (FlashAttention-2 convention)",
         },

@@ -95,15 +95,17 @@ class System:
 
 # ----------------------------------------------------------------------------- catalogue files
 def catalogue_dir() -> Path:
-    """The shipped catalogue: package data when installed, `hardware/` in a source checkout."""
-    try:
-        from importlib.resources import files
+    """The shipped catalogue: package data `simkit.catalogue` when installed (a namespace package,
+    so its folder comes from the import spec), `hardware/` in a source checkout."""
+    import importlib.util
 
-        root = Path(str(files("simkit.catalogue")))
-        if (root / "devices").is_dir():
-            return root
-    except (ModuleNotFoundError, TypeError):
-        pass
+    try:
+        spec = importlib.util.find_spec("simkit.catalogue")
+    except ModuleNotFoundError:
+        spec = None
+    for location in (spec.submodule_search_locations or []) if spec else []:
+        if (Path(location) / "devices").is_dir():
+            return Path(location)
     return Path(__file__).resolve().parent.parent / "hardware"
 
 

@@ -15,10 +15,14 @@ import torch
 from simkit.measure import Target
 from simkit.measure.timing import Budget, Rate, measure_rate, random_tensor
 
-PATTERNS = ("copy", "triad", "optimizer_step")
-ARRAYS = {"copy": 2, "triad": 3, "optimizer_step": 4}
+PATTERNS = ("copy", "triad", "optimizer_step", "first_touch")
+HOST_ONLY = ("first_touch",)
+"""first_touch is what a CPU pays to map and zero fresh pages: PyTorch's CPU allocator returns large
+blocks to the OS (glibc free), so activations are faulted in again every step. GPU caching
+allocators keep their blocks, so it is not measured there."""
+ARRAYS = {"copy": 2, "triad": 3, "optimizer_step": 4, "first_touch": 1}
 """fp32 arrays in the working set: copy dst, src; triad a, b, c; AdamW param, grad, exp_avg, exp_avg_sq."""
-ACCESSES = {"copy": 2, "triad": 3, "optimizer_step": 7}
+ACCESSES = {"copy": 2, "triad": 3, "optimizer_step": 7, "first_touch": 1}
 """Array reads+writes per element: copy 1R+1W; triad 2R+1W; AdamW param R+W, grad R,
 exp_avg R+W, exp_avg_sq R+W."""
 _FP32_BYTES = 4
@@ -68,11 +72,18 @@ def _optimizer_step(target: Target, n: int) -> tuple[Callable[[], object], str]:
     return call, "torch.optim.adamw.adamw(foreach=True)"
 
 
+def _first_touch(target: Target, n: int) -> Callable[[], object]:
+    """Allocate a fresh tensor and write it once: page faults + zeroing + the write."""
+    return lambda: torch.empty(n, dtype=torch.float32, device=target.tensor_device).fill_(1.0)
+
+
 def make_pass(target: Target, pattern: str, working_set_bytes: int) -> tuple[Callable[[], object], int, str]:
     """(call, bytes moved per call, implementation) for one pattern and working-set size."""
     n = elements(pattern, working_set_bytes)
     if pattern == "optimizer_step":
         call, implementation = _optimizer_step(target, n)
+    elif pattern == "first_touch":
+        call, implementation = _first_touch(target, n), "torch.empty(n).fill_(1.0), a fresh allocation per call"
     else:
         call = _copy(target, n) if pattern == "copy" else _triad(target, n)
         implementation = "Tensor.copy_" if pattern == "copy" else "torch.add(b, c, alpha=s, out=a)"
@@ -94,6 +105,7 @@ def sweep(target: Target, sizes: list[int], budget_s: float, *, item_budget: Cal
           ) -> list[BandwidthResult]:
     """Every pattern at every working-set size within about `budget_s`."""
     deadline = time.monotonic() + budget_s
+    patterns = tuple(p for p in patterns if target.kind == "cpu" or p not in HOST_ONLY)
     items = [(pattern, size) for pattern in patterns for size in sizes]
     results = []
     for done, (pattern, size) in enumerate(items):

@@ -183,47 +183,65 @@ def _micro_step(c: Categorical, n: Numeric, shape: Shape):
 
 
 # ----------------------------------------------------------------------------- whole step
-def simulate(c: Categorical, n: Numeric) -> dict[str, np.ndarray]:
-    """Vectorized step simulation; returns arrays keyed like the Prediction fields."""
-    prec = policy(c.precision)
+def _step_extras(c: Categorical, n: Numeric, prec, local, accum, dp, activations):
+    """Per-step work besides forward/backward: accumulation, casts, allocation, optimizer."""
     dev = c.device
-    tp = np.asarray(n.tensor_parallel, dtype=float)
-    shape = Shape(n.micro_batch_size, n.seq_len, n.d_model, n.n_heads, n.n_kv_heads, n.d_ff, n.vocab_size,
-                  n.n_layers, tp)
-    params = parameter_count(n.n_layers, n.d_model, n.n_heads, n.n_kv_heads, n.d_ff, n.vocab_size, c.mlp, c.tied)
-    per_layer = parameter_count(1, n.d_model, n.n_heads, n.n_kv_heads, n.d_ff, 0, c.mlp, True) - 2 * n.d_model
-    fwd, bwd, rec, other, step_compute, model_flops = _micro_step(c, n, shape)
-    accum = np.asarray(n.grad_accum_steps, dtype=float)
-    dp = np.asarray(n.data_parallel, dtype=float)
-    local = params / tp
+    bshare = cost.host_shares(dev, n.devices_per_node)[1]
     shard = local / (dp if c.zero_stage >= 1 else 1.0)
     grad_shard = local / (dp if c.zero_stage >= 2 else 1.0)
     # gradient accumulation: micro-steps after the first add into the held gradients (read, read, write)
-    bshare = cost.host_shares(dev, n.devices_per_node)[1]
     accumulate = (accum - 1) * cost.memory_time(dev, 3 * grad_shard * prec.grad_bytes) / bshare
     # autocast casts the fp32 weights to the compute dtype once per micro-step (read 4 B, write 2 B)
     cast_params = local / (dp if c.zero_stage >= 3 else 1.0)
     casts = accum * cost.memory_time(dev, cast_params * (prec.param_bytes + prec.weight_copy_bytes)) / bshare \
         if prec.weight_copy_bytes else 0.0
-    opt_bytes = shard * (OPTIMIZER_BYTES_PER_PARAM[c.optimizer] + (LOSS_SCALING_BYTES_PER_PARAM if prec.loss_scaling else 0))
-    optimizer = opt_bytes / (cost.bandwidth(dev, opt_bytes, "optimizer_step") * cost.host_shares(dev, n.devices_per_node)[1])
+    # host devices re-map their activation memory every micro-step (see cost.first_touch_time)
+    allocation = accum * cost.first_touch_time(dev, activations)
+    per_param = OPTIMIZER_BYTES_PER_PARAM[c.optimizer] + (LOSS_SCALING_BYTES_PER_PARAM if prec.loss_scaling else 0)
+    opt_bytes = shard * per_param
+    optimizer = opt_bytes / (cost.bandwidth(dev, opt_bytes, "optimizer_step") * bshare)
+    return accumulate + casts + allocation, optimizer
+
+
+def _communication(c: Categorical, n: Numeric, prec, shape: Shape, local, per_layer, accum, dp, tp,
+                   step_compute: StepCompute) -> CommTimes:
+    dev = c.device
     fabric = Fabric(np.asarray(n.devices_per_node) / tp, n.nodes, c.intra_node, c.inter_node, n.inter_node_links, dev)
-    comm = data_parallel_comm(zero_stage=c.zero_stage, params_local=local, params_per_layer_local=per_layer / tp,
-                              n_layers=n.n_layers, accum=accum, dp=dp, grad_bytes=prec.grad_bytes,
-                              gather_bytes=prec.activation_bytes, fabric=fabric, compute=step_compute,
-                              overlap=not cost.is_host_device(dev))
+    dpc = data_parallel_comm(zero_stage=c.zero_stage, params_local=local, params_per_layer_local=per_layer / tp,
+                             n_layers=n.n_layers, accum=accum, dp=dp, grad_bytes=prec.grad_bytes,
+                             gather_bytes=prec.activation_bytes, fabric=fabric, compute=step_compute,
+                             overlap=not cost.is_host_device(dev))
     tp_fabric = Fabric(tp, 1, c.intra_node, None, 1, dev)
     tpc = tensor_parallel_comm(tokens=shape.tokens, d_model=n.d_model, n_layers=n.n_layers, accum=accum, tp=tp,
                                act_bytes=prec.activation_bytes, fabric=tp_fabric)
-    comm = CommTimes(comm.total + tpc.total, comm.exposed + tpc.exposed)
-    mem = memory_per_device(params=params, params_per_layer=per_layer, n_layers=n.n_layers, tokens=shape.tokens,
-                            d_model=n.d_model, n_heads_local=np.asarray(n.n_heads) / tp, seq_len=n.seq_len,
-                            batch=n.micro_batch_size, vocab_local=np.asarray(n.vocab_size) / tp, prec=prec,
-                            optimizer=c.optimizer, zero_stage=c.zero_stage, data_parallel=dp, tensor_parallel=tp,
-                            attention=c.attention, checkpointing=c.checkpointing, host=cost.is_host_device(dev))
-    # host devices re-map their activation memory every micro-step (see cost.first_touch_time)
-    allocation = accum * cost.first_touch_time(dev, mem.activations)
-    other_total = accum * other + accumulate + casts + allocation
+    return CommTimes(dpc.total + tpc.total, dpc.exposed + tpc.exposed)
+
+
+def _memory(c: Categorical, n: Numeric, prec, shape: Shape, params, per_layer, dp, tp) -> MemoryBreakdown:
+    return memory_per_device(params=params, params_per_layer=per_layer, n_layers=n.n_layers, tokens=shape.tokens,
+                             d_model=n.d_model, n_heads_local=np.asarray(n.n_heads) / tp, seq_len=n.seq_len,
+                             batch=n.micro_batch_size, vocab_local=np.asarray(n.vocab_size) / tp, prec=prec,
+                             optimizer=c.optimizer, zero_stage=c.zero_stage, data_parallel=dp, tensor_parallel=tp,
+                             attention=c.attention, checkpointing=c.checkpointing,
+                             host=cost.is_host_device(c.device))
+
+
+def simulate(c: Categorical, n: Numeric) -> dict[str, np.ndarray]:
+    """Vectorized step simulation; returns arrays keyed like the Prediction fields."""
+    prec = policy(c.precision)
+    dev = c.device
+    tp = np.asarray(n.tensor_parallel, dtype=float)
+    accum = np.asarray(n.grad_accum_steps, dtype=float)
+    dp = np.asarray(n.data_parallel, dtype=float)
+    shape = Shape(n.micro_batch_size, n.seq_len, n.d_model, n.n_heads, n.n_kv_heads, n.d_ff, n.vocab_size,
+                  n.n_layers, tp)
+    params = parameter_count(n.n_layers, n.d_model, n.n_heads, n.n_kv_heads, n.d_ff, n.vocab_size, c.mlp, c.tied)
+    per_layer = parameter_count(1, n.d_model, n.n_heads, n.n_kv_heads, n.d_ff, 0, c.mlp, True) - 2 * n.d_model
+    fwd, bwd, rec, other, step_compute, model_flops = _micro_step(c, n, shape)
+    mem = _memory(c, n, prec, shape, params, per_layer, dp, tp)
+    extras, optimizer = _step_extras(c, n, prec, params / tp, accum, dp, mem.activations)
+    comm = _communication(c, n, prec, shape, params / tp, per_layer, accum, dp, tp, step_compute)
+    other_total = accum * other + extras
     step = accum * (fwd + bwd + rec) + other_total + optimizer + comm.exposed
     devices = np.asarray(n.devices_per_node, dtype=float) * np.asarray(n.nodes, dtype=float)
     gbs = np.asarray(n.global_batch_size, dtype=float)

@@ -7,13 +7,14 @@ callback); `profile_dict` turns the result into a calibrated device profile that
 """
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import math
 import re
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable, Literal
+from typing import TYPE_CHECKING, Callable, Iterator, Literal
 
 from simkit import __version__
 from simkit.errors import SimkitError
@@ -58,17 +59,24 @@ class Plan:
     seconds: dict[str, float]
     """Time budget per part: matmul, bandwidth, attention, collectives."""
     min_samples: int = 5
+    """Samples per benchmark over the whole run (all rounds together), at least."""
     max_samples: int = 30
     max_warmup_s: float = 0.5
     min_sample_s: float = 2e-3
+    rounds: int = 3
+    """Passes over the whole benchmark list. Samples taken back to back share one machine state
+    (clock, neighbours, page placement) and drift together; spreading each benchmark's samples over
+    the run puts that drift into its spread, so two quiet runs do not differ "significantly"."""
 
     def item_budget(self, seconds: float) -> Budget:
-        """Budget of one measurement given its share of the time: 15% warm-up (capped)."""
+        """Budget of one measurement in one round given its share of the time: 15% warm-up (capped),
+        the run's sample counts split over the rounds."""
         from simkit.measure.timing import Budget
 
         warmup = min(0.15 * seconds, self.max_warmup_s)
-        return Budget(warmup_s=warmup, measure_s=max(seconds - warmup, 0.0), min_samples=self.min_samples,
-                      max_samples=self.max_samples, min_sample_s=self.min_sample_s)
+        low = math.ceil(self.min_samples / self.rounds)
+        return Budget(warmup_s=warmup, measure_s=max(seconds - warmup, 0.0), min_samples=low,
+                      max_samples=max(low, self.max_samples // self.rounds), min_sample_s=self.min_sample_s)
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -82,6 +90,8 @@ class CalibrationResult:
     attention: list[AttentionResult]
     collectives: CollectivesResult | None
     elapsed_s: float
+    rounds: int = 1
+    """Interleaved passes over the benchmark list (Plan.rounds)."""
     warnings: list[str] = field(default_factory=list)
 
 
@@ -97,7 +107,7 @@ def default_plan(settings: Settings, cache_bytes: int, memory_bytes: int | None)
         comm_sizes=_comm_sizes(gpu, quick),
         seconds={"matmul": 20, "bandwidth": 7, "attention": 7, "collectives": 15} if quick
         else {"matmul": 150, "bandwidth": 45, "attention": 50, "collectives": 60},
-        min_samples=5 if quick else 7, max_samples=25 if quick else 50,
+        min_samples=5 if quick else 8, max_samples=24 if quick else 50, rounds=5 if quick else 8,
         max_warmup_s=0.25 if quick else 1.0, min_sample_s=1e-3 if gpu else 2e-3)
 
 
@@ -163,7 +173,6 @@ def run(settings: Settings, plan: Plan | None = None, on_progress: Progress = la
     """Measure everything the plan lists. Raises KeyboardInterrupt through (nothing is written here)."""
     check_settings(settings)
     from simkit.measure import Target, cpu_ticks, device_facts, interference, last_level_cache_bytes
-    from simkit.measure import attention, bandwidth, gemm
     from simkit.measure.timing import configured
 
     began, ticks = time.monotonic(), cpu_ticks()
@@ -178,22 +187,51 @@ def run(settings: Settings, plan: Plan | None = None, on_progress: Progress = la
         on_progress(label, time.monotonic() - began, total)
 
     with configured(target):
-        dtypes = list(plan.dtypes) if plan.dtypes is not None else gemm.supported_dtypes(target)
-        matmul = gemm.sweep(target, dtypes, gemm.gemm_shapes(plan.gemm_sizes[1], plan.gemm_sizes[0]),
-                            plan.seconds["matmul"], item_budget=plan.item_budget, on_item=report)
-        memory = bandwidth.sweep(target, list(plan.bandwidth_sizes), plan.seconds["bandwidth"],
-                                 item_budget=plan.item_budget, on_item=report)
-        attn = attention.sweep(target, list(plan.attention_shapes), plan.seconds["attention"],
-                               item_budget=plan.item_budget, on_item=report)
+        matmul, memory, attn = _measure_rounds(target, plan, report)
     collectives = _collectives(settings, plan, lambda: report(f"collectives ({settings.nproc} processes)")) \
         if settings.comm else None
     report("done")
     environment.update(interference(ticks, cpu_ticks()))
     result = CalibrationResult(settings=settings, date=date, environment=environment, matmul=matmul,
                                bandwidth=memory, attention=attn, collectives=collectives,
-                               elapsed_s=time.monotonic() - began)
+                               elapsed_s=time.monotonic() - began, rounds=plan.rounds)
     result.warnings.extend(_noisy(result))
     return result
+
+
+def _measure_rounds(target, plan: Plan, report: Callable[[str], None]):
+    """matmul, bandwidth and attention results, measured in `plan.rounds` interleaved passes: each
+    pass samples every benchmark (fresh inputs, its own warm-up), so a benchmark's samples span the
+    run. Each part gets what is left of its budget divided by the passes left."""
+    from simkit.measure import attention, bandwidth, gemm
+
+    dtypes = list(plan.dtypes) if plan.dtypes is not None else gemm.supported_dtypes(target)
+    shapes = gemm.gemm_shapes(plan.gemm_sizes[1], plan.gemm_sizes[0])
+    matmul = memory = attn = None
+    spent = dict.fromkeys(("matmul", "bandwidth", "attention"), 0.0)
+    for done in range(plan.rounds):
+        share = {part: max(plan.seconds[part] - spent[part], 0.0) / (plan.rounds - done) for part in spent}
+        on_item = lambda label, r=done: report(f"{label} (round {r + 1}/{plan.rounds})")  # noqa: E731
+        with _timed(spent, "matmul"):
+            matmul = gemm.sweep(target, dtypes, shapes, share["matmul"], item_budget=plan.item_budget,
+                                on_item=on_item, rounds=plan.rounds, previous=matmul)
+        with _timed(spent, "bandwidth"):
+            memory = bandwidth.sweep(target, list(plan.bandwidth_sizes), share["bandwidth"],
+                                     item_budget=plan.item_budget, on_item=on_item, previous=memory)
+        with _timed(spent, "attention"):
+            attn = attention.sweep(target, list(plan.attention_shapes), share["attention"],
+                                   item_budget=plan.item_budget, on_item=on_item, previous=attn)
+    return matmul, memory, attn
+
+
+@contextlib.contextmanager
+def _timed(spent: dict[str, float], part: str) -> Iterator[None]:
+    """Add the wall time of the block to `spent[part]`."""
+    began = time.monotonic()
+    try:
+        yield
+    finally:
+        spent[part] += time.monotonic() - began
 
 
 def _collectives(settings: Settings, plan: Plan, on_wait: Callable[[], None]) -> CollectivesResult:
@@ -302,9 +340,13 @@ def _calibration_section(result: CalibrationResult) -> dict:
         "settings": {"device": result.settings.device, "quick": result.settings.quick,
                      "threads": result.settings.threads, "elapsed_s": round(result.elapsed_s, 1)},
         "method": {
-            "timing": "warm-up by time budget, then repeated samples (calls repeated until a sample lasts "
-                      ">= 1-2 ms; CUDA events on GPU); median and IQR (75th-25th percentile) of the samples",
-            "matmul": "torch.matmul(a, b, out=c) on random data (fp8: torch._scaled_mm), inputs rotated "
+            "timing": f"the benchmark list is measured in {result.rounds} interleaved rounds; in each round "
+                      "every benchmark gets fresh inputs, a warm-up by time budget, then repeated samples (calls "
+                      "repeated until a sample lasts >= 1-2 ms; CUDA events on GPU), so its samples span the "
+                      "whole run; median and IQR (75th-25th percentile) of all its samples",
+            "matmul": "torch.matmul(a, b, out=c) on random data (fp8: torch._scaled_mm, CUDA only: CPUs have no "
+                      "fp8 matrix units and torch._scaled_mm on CPU is a slow emulation whose throughput swings "
+                      "widely between runs, so fp8 is not measured there), inputs rotated "
                       "through copies covering 2x the GPU L2 / CPU per-core L2 (at most 64 copies, 1 GiB); "
                       "2*m*n*k FLOP per call",
             "memory_bandwidth": "bytes read + written per second (STREAM counting); optimizer_step is one "
@@ -371,10 +413,13 @@ def profile_text(result: CalibrationResult) -> str:
 
 
 # ----------------------------------------------------------------------------- history
-def _entry(unit: str, samples) -> dict:
+def _entry(unit: str, samples, round_medians=()) -> dict:
     from simkit.history import benchmark_entry
 
-    return benchmark_entry([_sig(x, 6) for x in samples], unit, higher_is_better=True)
+    entry = benchmark_entry([_sig(x, 6) for x in samples], unit, higher_is_better=True)
+    if len(round_medians) > 1:
+        entry["round_medians"] = [_sig(x, 6) for x in round_medians]
+    return entry
 
 
 def history_record(result: CalibrationResult) -> dict:
@@ -385,12 +430,14 @@ def history_record(result: CalibrationResult) -> dict:
     benchmarks = {}
     for r in result.matmul:
         if not r.extrapolated:
-            benchmarks[f"matmul.{r.dtype}.{_shape(r.shape)}"] = _entry(r.rate.unit, r.rate.samples)
+            benchmarks[f"matmul.{r.dtype}.{_shape(r.shape)}"] = _entry(r.rate.unit, r.rate.samples,
+                                                                         r.rate.round_medians)
     for r in result.bandwidth:
-        benchmarks[f"bandwidth.{r.pattern}.{size_label(r.working_set_bytes)}"] = _entry(r.rate.unit, r.rate.samples)
+        benchmarks[f"bandwidth.{r.pattern}.{size_label(r.working_set_bytes)}"] = _entry(r.rate.unit, r.rate.samples,
+                                                                                       r.rate.round_medians)
     for r in result.attention:
         for part, rate in (("fwd", r.forward), ("bwd", r.backward)):
-            benchmarks[f"attention.{part}.{r.shape.label}"] = _entry(rate.unit, rate.samples)
+            benchmarks[f"attention.{part}.{r.shape.label}"] = _entry(rate.unit, rate.samples, rate.round_medians)
     if result.collectives is not None:
         for op, c in result.collectives.ops.items():
             for p in c.points:

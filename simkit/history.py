@@ -252,6 +252,8 @@ def pooled_benchmarks(records: list[dict]) -> dict:
                                              "higher_is_better": spec.get("higher_is_better", True)})
             entry["samples"] = entry["samples"] + list(spec["samples"])
             entry["run_medians"].append(median_iqr(spec["samples"])[0])
+            if spec.get("round_medians"):
+                entry.setdefault("round_medians", []).extend(spec["round_medians"])
     return pooled
 
 

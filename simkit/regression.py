@@ -150,6 +150,24 @@ def compare(old_samples, new_samples, higher_is_better: bool, threshold: float =
                       verdict=verdict, n_old=len(old), n_new=len(new), note=note, run_range=run_range)
 
 
+MIN_ROUNDS = 3
+
+
+def independent_units(old: dict, new: dict) -> tuple[list[float], list[float]]:
+    """The values the significance test compares: per-round medians when both sides have at least
+    MIN_ROUNDS of them, else the raw samples.
+
+    Samples taken back to back share one machine state (clock, cache, noisy neighbours), so on a
+    drifting machine a test over raw samples calls run-to-run drift "significant". `simkit calibrate`
+    measures every benchmark in interleaved rounds spread over the run; the round medians are the
+    independent measurements (5 vs 5 rounds: smallest possible two-sided p = 0.008).
+    """
+    old_rounds, new_rounds = old.get("round_medians") or [], new.get("round_medians") or []
+    if len(old_rounds) >= MIN_ROUNDS and len(new_rounds) >= MIN_ROUNDS:
+        return list(old_rounds), list(new_rounds)
+    return list(old["samples"]), list(new["samples"])
+
+
 def compare_benchmarks(old: dict, new: dict, threshold: float = 0.05, alpha: float = 0.05
                        ) -> tuple[list[Comparison], list[str], list[str]]:
     """Compare every benchmark two records share.
@@ -162,7 +180,8 @@ def compare_benchmarks(old: dict, new: dict, threshold: float = 0.05, alpha: flo
     results = []
     for name in sorted(set(old) & set(new)):
         spec = new[name]
-        results.append(compare(old[name]["samples"], spec["samples"],
+        old_units, new_units = independent_units(old[name], spec)
+        results.append(compare(old_units, new_units,
                                bool(spec.get("higher_is_better", True)), threshold, alpha,
                                baseline_runs=old[name].get("run_medians"),
                                name=name, unit=str(spec.get("unit", ""))))

@@ -70,8 +70,9 @@ class AttentionResult:
 
 def sweep(target: Target, shapes: list[AttentionShape], budget_s: float, *,
           item_budget: Callable[[float], Budget], on_item: Callable[[str], None] = lambda label: None,
-          ) -> list[AttentionResult]:
-    """Forward and backward of every shape within about `budget_s`."""
+          previous: list[AttentionResult] | None = None) -> list[AttentionResult]:
+    """Forward and backward of every shape within about `budget_s`. With `previous` (an earlier
+    round of the same sweep) the new samples are appended to its results."""
     deadline = time.monotonic() + budget_s
     results = []
     for done, shape in enumerate(shapes):
@@ -82,5 +83,7 @@ def sweep(target: Target, shapes: list[AttentionShape], budget_s: float, *,
         for name, call, flop, part in (("forward", forward, forward_flop(shape), 1 / 3.5),
                                        ("backward", backward, backward_flop(shape), 2.5 / 3.5)):
             rates[name] = measure_rate(call, flop, "flop_per_s", target, item_budget(share * part))
+            if previous:
+                rates[name] = getattr(previous[done], name).extended(rates[name])
         results.append(AttentionResult(shape=shape, **rates))
     return results

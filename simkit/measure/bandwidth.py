@@ -102,8 +102,9 @@ class BandwidthResult:
 
 def sweep(target: Target, sizes: list[int], budget_s: float, *, item_budget: Callable[[float], Budget],
           patterns: tuple[str, ...] = PATTERNS, on_item: Callable[[str], None] = lambda label: None,
-          ) -> list[BandwidthResult]:
-    """Every pattern at every working-set size within about `budget_s`."""
+          previous: list[BandwidthResult] | None = None) -> list[BandwidthResult]:
+    """Every pattern at every working-set size within about `budget_s`. With `previous` (an earlier
+    round of the same sweep) the new samples are appended to its results."""
     deadline = time.monotonic() + budget_s
     patterns = tuple(p for p in patterns if target.kind == "cpu" or p not in HOST_ONLY)
     items = [(pattern, size) for pattern in patterns for size in sizes]
@@ -113,6 +114,8 @@ def sweep(target: Target, sizes: list[int], budget_s: float, *, item_budget: Cal
         on_item(f"bandwidth {pattern} {size / 2**20:g} MiB")
         call, moved, implementation = make_pass(target, pattern, size)
         rate = measure_rate(call, moved, "bytes_per_s", target, budget)
+        if previous:
+            rate = previous[done].rate.extended(rate)
         results.append(BandwidthResult(pattern=pattern, working_set_bytes=size, implementation=implementation,
                                        rate=rate))
         del call  # free the arrays before the next size is allocated

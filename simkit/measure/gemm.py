@@ -1,12 +1,13 @@
 """Matmul throughput over a grid of transformer-like shapes and every dtype the device supports.
 
 C = A @ B with A: (m, k), B: (k, n), C: (m, n) preallocated; 2*m*n*k FLOP per call. fp8 uses
-torch._scaled_mm (e4m3 inputs, bf16 output, unit scales). Each measurement has a time budget; a
+torch._scaled_mm (e4m3 inputs, bf16 output, unit scales), on CUDA only (see `supported_dtypes`). Each measurement has a time budget; a
 shape whose calls would not fit is measured at a smaller size and extrapolated (see `plan_shape`).
 """
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import itertools
 import math
 import time
@@ -103,13 +104,15 @@ def make_gemm(target: Target, dtype: str, shape: Shape) -> Callable[[], object]:
 
 def supported_dtypes(target: Target) -> list[str]:
     """Dtypes this device multiplies: TF32 needs CUDA compute capability 8.0, fp8 8.9 (and
-    torch._scaled_mm); on CPU each dtype is kept if a tiny matmul runs."""
+    torch._scaled_mm); on CPU each dtype is kept if a tiny matmul runs, except fp8: CPUs have no fp8
+    matrix units, and torch._scaled_mm on CPU is a slow emulation path whose throughput swings
+    widely from run to run, so it says nothing about the hardware."""
     cuda_capability = torch.cuda.get_device_capability(0) if target.kind == "cuda" else None
     kept = []
     for dtype in DTYPE_ORDER:
         if dtype == "tf32" and (cuda_capability is None or cuda_capability < (8, 0)):
             continue
-        if dtype == "fp8" and cuda_capability is not None and cuda_capability < (8, 9):
+        if dtype == "fp8" and (cuda_capability is None or cuda_capability < (8, 9)):
             continue
         if torch_dtype(dtype) is None or (dtype == "fp8" and not hasattr(torch, "_scaled_mm")):
             continue
@@ -155,9 +158,14 @@ def plan_shape(shape: Shape, flop_per_s: float | None, seconds: float, calls: in
 
 def sweep(target: Target, dtypes: list[str], shapes: list[Shape], budget_s: float, *,
           item_budget: Callable[[float], Budget], on_item: Callable[[str], None] = lambda label: None,
-          ) -> list[GemmResult]:
+          rounds: int = 1, previous: list[GemmResult] | None = None) -> list[GemmResult]:
     """Measure every (dtype, shape) within about `budget_s`; the time left is shared evenly by the
-    measurements left, so cheap small shapes hand their time to large ones."""
+    measurements left, so cheap small shapes hand their time to large ones.
+
+    This sweep is one of `rounds` alike: shapes are planned so that their calls over all rounds fit.
+    With `previous` (an earlier round) its shapes are kept and the new samples appended to it."""
+    if previous:
+        return _next_round(target, previous, budget_s, item_budget, on_item)
     deadline = time.monotonic() + budget_s
     items = [(dtype, shape) for dtype in dtypes for shape in sorted(shapes, key=gemm_flop)]
     measured: dict[tuple[str, Shape], Rate] = {}
@@ -167,7 +175,8 @@ def sweep(target: Target, dtypes: list[str], shapes: list[Shape], budget_s: floa
         budget = item_budget(seconds)
         known = [r.median for (d, s), r in measured.items() if d == dtype]
         expected = max(known) if known else None
-        target_shape = plan_shape(shape, expected, budget.measure_s + budget.warmup_s, budget.min_samples + 1)
+        target_shape = plan_shape(shape, expected, (budget.measure_s + budget.warmup_s) * rounds,
+                                  (budget.min_samples + 1) * rounds)
         on_item(f"matmul {dtype} {'x'.join(map(str, shape))}")
         if (dtype, target_shape) not in measured:
             measured[dtype, target_shape] = measure_gemm(target, dtype, target_shape, budget)
@@ -177,3 +186,17 @@ def sweep(target: Target, dtypes: list[str], shapes: list[Shape], budget_s: floa
         results.append(GemmResult(dtype=dtype, shape=shape, measured_shape=target_shape,
                                   rate=measured[dtype, target_shape]))
     return results
+
+
+def _next_round(target: Target, previous: list[GemmResult], budget_s: float,
+                item_budget: Callable[[float], Budget], on_item: Callable[[str], None]) -> list[GemmResult]:
+    """Measure again every shape the first round measured (new inputs, new warm-up); append."""
+    deadline = time.monotonic() + budget_s
+    pairs = list(dict.fromkeys((r.dtype, r.measured_shape) for r in previous))
+    earlier = {(r.dtype, r.measured_shape): r.rate for r in previous}
+    rates: dict[tuple[str, Shape], Rate] = {}
+    for done, (dtype, shape) in enumerate(pairs):
+        budget = item_budget(max(deadline - time.monotonic(), 0.0) / (len(pairs) - done))
+        on_item(f"matmul {dtype} {'x'.join(map(str, shape))}")
+        rates[dtype, shape] = earlier[dtype, shape].extended(measure_gemm(target, dtype, shape, budget))
+    return [dataclasses.replace(r, rate=rates[r.dtype, r.measured_shape]) for r in previous]

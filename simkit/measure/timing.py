@@ -45,13 +45,32 @@ class Rate:
     samples: tuple[float, ...]
     median: float
     iqr: float
+    rounds: tuple[int, ...] = ()
+    """Samples taken in each round (interleaved passes over all benchmarks), in order."""
 
     @classmethod
     def from_seconds(cls, work: float, seconds: tuple[float, ...], unit: str) -> Rate:
         """Rates `work / t` for every sample time `t`."""
         samples = tuple(work / t for t in seconds)
         median, iqr = median_iqr(samples)
-        return cls(unit=unit, samples=samples, median=median, iqr=iqr)
+        return cls(unit=unit, samples=samples, median=median, iqr=iqr, rounds=(len(samples),))
+
+    def extended(self, later: Rate) -> Rate:
+        """This rate with the samples of a later round of the same benchmark appended."""
+        samples = self.samples + later.samples
+        median, iqr = median_iqr(samples)
+        rounds = (self.rounds or (len(self.samples),)) + (later.rounds or (len(later.samples),))
+        return Rate(unit=self.unit, samples=samples, median=median, iqr=iqr, rounds=rounds)
+
+    @property
+    def round_medians(self) -> tuple[float, ...]:
+        """The median of each round: samples within a round share one machine state, so rounds,
+        not samples, are the independent measurements a comparison between runs should use."""
+        out, start = [], 0
+        for count in self.rounds:
+            out.append(median_iqr(self.samples[start:start + count])[0])
+            start += count
+        return tuple(out)
 
     @property
     def noisy(self) -> bool:

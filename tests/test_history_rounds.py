@@ -1,0 +1,60 @@
+"""Run-to-run drift vs real change: per-round medians are the independent units of a comparison."""
+from __future__ import annotations
+
+import random
+
+from simkit.measure.timing import Rate
+from simkit.regression import compare_benchmarks, independent_units
+
+
+def test_round_medians_follow_the_round_boundaries():
+    first = Rate.from_seconds(1.0, (1.0, 0.5, 0.25), "flop_per_s")        # rates 1, 2, 4
+    both = first.extended(Rate.from_seconds(1.0, (0.1, 0.1), "flop_per_s"))  # rates 10, 10
+    assert both.rounds == (3, 2)
+    assert both.round_medians == (2.0, 10.0)
+    assert both.samples == (1.0, 2.0, 4.0, 10.0, 10.0)
+
+
+def test_rounds_are_used_only_when_both_sides_have_enough():
+    a = {"samples": [1, 2, 3], "round_medians": [1, 2, 3]}
+    b = {"samples": [4, 5, 6], "round_medians": [4, 5, 6]}
+    assert independent_units(a, b) == ([1, 2, 3], [4, 5, 6])
+    assert independent_units({"samples": [1, 2]}, b) == ([1, 2], [4, 5, 6])
+    assert independent_units({"samples": [9], "round_medians": [1, 2]}, b) == ([9], [4, 5, 6])
+
+
+def _run(level: float, rounds: int, per_round: int, rng: random.Random) -> dict:
+    """A run whose rounds each sit at their own drifted level, with tight samples inside a round."""
+    samples, medians = [], []
+    for _ in range(rounds):
+        round_level = level * rng.uniform(0.88, 1.12)          # the machine wanders between rounds
+        values = [round_level * rng.gauss(1.0, 0.005) for _ in range(per_round)]
+        samples += values
+        medians.append(sorted(values)[per_round // 2])
+    return {"unit": "flop_per_s", "higher_is_better": True, "samples": samples, "round_medians": medians}
+
+
+def test_drift_between_quiet_runs_is_not_flagged_but_a_halving_is():
+    false_alarms = 0
+    for seed in range(100):
+        rng = random.Random(seed)
+        old, new = _run(100.0, 5, 5, rng), _run(100.0 * rng.uniform(0.93, 1.07), 5, 5, rng)
+        results, _, _ = compare_benchmarks({"m": old}, {"m": new})
+        false_alarms += results[0].verdict == "regression"
+        slow = _run(50.0, 5, 5, rng)
+        results, _, _ = compare_benchmarks({"m": old}, {"m": slow})
+        assert results[0].verdict == "regression", seed
+    assert false_alarms <= 5          # alpha = 0.05 over 100 independent tries
+
+
+def test_raw_samples_alone_would_call_the_same_drift_significant():
+    # the reason for the rounds: with the rounds dropped the same quiet pair is flagged often
+    flagged = 0
+    for seed in range(100):
+        rng = random.Random(seed)
+        old, new = _run(100.0, 5, 5, rng), _run(100.0 * rng.uniform(0.93, 1.07), 5, 5, rng)
+        for run in (old, new):
+            del run["round_medians"]
+        results, _, _ = compare_benchmarks({"m": old}, {"m": new})
+        flagged += results[0].verdict == "regression"
+    assert flagged > 10

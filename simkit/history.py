@@ -297,7 +297,10 @@ def plot_benchmark(records: list[dict], name: str, output: str | os.PathLike,
                                    else float(np.median(specs[-1]["samples"])))
     samples = [np.asarray(s["samples"], dtype=float) / divisor for s in specs]
     q25, q50, q75 = np.array([np.percentile(s, [25, 50, 75]) for s in samples]).T
-    points = change_points([s["samples"] for s in specs], higher_is_better, threshold, alpha)
+    # the same test units as `check`: per-round medians where every run has them
+    rounds = all(len(s.get("round_medians") or []) >= 3 for s in specs)
+    points = change_points([s["round_medians"] if rounds else s["samples"] for s in specs], higher_is_better,
+                           threshold, alpha)
 
     x = np.arange(len(records))
     fig, ax = plt.subplots(figsize=(max(6.0, 0.6 * len(records) + 3), 4.5), layout="constrained")

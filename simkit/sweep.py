@@ -92,7 +92,7 @@ def _reasons(c: dict[str, np.ndarray], positive: list[str]) -> np.ndarray:
         reason = np.where((reason == "") & mask, text, reason)
 
     for key in positive:
-        flag(~(c[key] > 0), f"{key} must be positive")
+        flag(c[key] <= 0, f"{key} must be positive")
     flag(c["model.d_model"] % c["model.n_heads"] != 0, "n_heads does not divide d_model")
     flag(c["model.n_heads"] % c["model.n_kv_heads"] != 0, "n_kv_heads does not divide n_heads")
     flag(c["model.n_heads"] % c["parallelism.tensor_parallel"] != 0, "tensor_parallel does not divide n_heads")
@@ -137,13 +137,14 @@ def _evaluate_group(source, overrides, categorical: dict, group, keys):
         result["reason"] = exc.message if hasattr(exc, "message") else str(exc)
         return result
     n = len(group)
-    rows = {k: group[k].to_numpy() for k in keys if k in NUMERIC_KEYS}
-    try:
-        cols = _numeric_columns(base, rows, n)
-    except (TypeError, ValueError):
-        result["reason"] = "non-numeric value for a numeric key"
-        return result
+    raw = {k: group[k] for k in keys if k in NUMERIC_KEYS}
+    rows = {k: pd.to_numeric(v.where(v.map(lambda x: not isinstance(x, bool))), errors="coerce").to_numpy(float)
+            for k, v in raw.items()}
+    cols = _numeric_columns(base, rows, n)
     reason = _reasons(cols, [k for k in rows])
+    for key, values in raw.items():     # non-numbers first: they explain the NaNs
+        bad = np.isnan(rows[key])
+        reason = np.where(bad, [f"{key}: {v!r} is not a number" for v in values], reason)
     ok = reason == ""
     result["reason"] = reason
     if ok.any():

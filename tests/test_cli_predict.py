@@ -62,3 +62,12 @@ def test_estimate_six_n_d():
     assert r.exit_code == 0, r.output
     assert "4.2e+22 FLOP" in r.output and "2 d 9 h" in r.output and "29,491 device-hours" in r.output
     assert "dimensionally wrong" in r.output
+
+
+def test_sweep_non_numeric_value_gets_a_reason_not_a_crash(tmp_path):
+    out = tmp_path / "s.csv"
+    r = run("sweep", EXAMPLES / "tiny-cpu.yml", "--vary", "training.micro_batch_size=a,2", "--output", out)
+    assert r.exit_code == 0, r.output
+    rows = {row["training.micro_batch_size"]: row for row in csv.DictReader(out.open())}
+    assert rows["a"]["reason"] == "training.micro_batch_size: 'a' is not a number"
+    assert rows["2"]["reason"] == "" and float(rows["2"]["step_time_s"]) > 0

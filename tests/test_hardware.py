@@ -6,14 +6,9 @@ import pytest
 from simkit import hardware as hw
 from simkit.cli import cli
 
-PROFILE = """\
-name: my-gpu
-kind: device
-description: a calibrated test device
-memory_gib: {value: 16, source: "measured by simkit calibrate on testhost 2026-01-01"}
-memory_bandwidth_gb_per_s: {value: 500, source: "measured by simkit calibrate on testhost 2026-01-01"}
-peak_tflops:
-  fp32: {value: 10, dense: true, source: "measured by simkit calibrate on testhost 2026-01-01"}
+from samples import CALIBRATED_PROFILE_HEAD
+
+PROFILE = CALIBRATED_PROFILE_HEAD + """\
 calibration:
   date: "2026-01-01T00:00:00Z"
   environment: {host: testhost, threads: 2}

@@ -15,6 +15,8 @@ from hypothesis import strategies as st
 from simkit.errors import SimkitError
 from simkit.plan import load_plan
 
+from samples import CALIBRATED_PROFILE_HEAD
+
 # A valid single-device plan. Line numbers matter to the error-text tests:
 #  1 model:  2 n_layers  3 d_model  4 n_heads  5 vocab_size  6 seq_len  7 data:  8 tokens
 #  9 training:  10 global_batch_size  11 micro_batch_size  12 precision  13 hardware:  14 device
@@ -194,14 +196,7 @@ def test_plan_path_is_a_directory(tmp_path):
 # ----------------------------------------------------------------------------- profiles
 # A hand-written calibrated profile; lines: 1 name 2 kind 3 description 4 memory_gib 5 bandwidth
 # 6 peak_tflops 7 fp32 8 bf16
-PROFILE = """\
-name: my-gpu
-kind: device
-description: a calibrated test device
-memory_gib: {value: 16, source: "measured by simkit calibrate on testhost 2026-01-01"}
-memory_bandwidth_gb_per_s: {value: 500, source: "measured by simkit calibrate on testhost 2026-01-01"}
-peak_tflops:
-  fp32: {value: 10, dense: true, source: "measured by simkit calibrate on testhost 2026-01-01"}
+PROFILE = CALIBRATED_PROFILE_HEAD + """\
   bf16: {value: 1e2, dense: true, source: "measured by simkit calibrate on testhost 2026-01-01"}
 """
 

@@ -78,9 +78,17 @@ def matmul_rate(device: Device, dtype: str, m, n, k) -> np.ndarray:
 
 
 def bandwidth(device: Device, nbytes, pattern: str = "triad") -> np.ndarray:
-    """Achieved bytes/s for a streaming kernel moving `nbytes` (working set)."""
+    """Achieved bytes/s for a kernel of the given calibrated pattern moving `nbytes` (working set).
+
+    Calibrated profiles time cross-entropy, GELU and LayerNorm kernels themselves (on a CPU their
+    arithmetic makes them several times slower than a plain stream); other patterns, and profiles
+    without that measurement, use the triad. Catalogue devices use datasheet bandwidth x efficiency.
+    """
     cal = device.calibration
-    table = cal.memory_bandwidth.get(pattern) or cal.memory_bandwidth.get("copy") if cal else None
+    table = None
+    if cal is not None:
+        tables = cal.memory_bandwidth
+        table = tables.get(pattern) or tables.get("triad") or tables.get("copy")
     if table:
         sizes = np.log2([row[0] for row in table])
         rates = np.array([row[1] for row in table])
@@ -114,8 +122,8 @@ def gemm_time(device: Device, dtype: str, m, n, k, batch, elem_bytes: int):
     return np.maximum(t_compute, t_memory)
 
 
-def memory_time(device: Device, nbytes):
-    return nbytes / bandwidth(device, nbytes)
+def memory_time(device: Device, nbytes, pattern: str = "triad"):
+    return nbytes / bandwidth(device, nbytes, pattern)
 
 
 def attention_rates(device: Device, dtype: str, seq_len, head_dim):

@@ -11,7 +11,7 @@ from simkit.hardware import DTYPES, Calibration, CollectiveFit, MatmulPoint
 from simkit.yamlio import Located
 
 COLLECTIVES = ("all_reduce", "reduce_scatter", "all_gather")
-BANDWIDTH_PATTERNS = ("copy", "triad", "optimizer_step", "first_touch")
+BANDWIDTH_PATTERNS = ("copy", "triad", "optimizer_step", "first_touch", "cross_entropy", "gelu", "layer_norm")
 SECTION_KEYS = ("date", "simkit_version", "environment", "settings", "method", "matmul", "memory_bandwidth",
                 "attention", "collectives")
 

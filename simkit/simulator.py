@@ -116,7 +116,7 @@ def _gemm_times(w: StepWorkload, dev: Device, dtype: str, ebytes: int, per_layer
 def _memory_times(w: StepWorkload, dev: Device, per_layer: bool):
     fwd = bwd = 0.0
     for op in (o for o in w.memory_ops if o.per_layer == per_layer):
-        t = cost.memory_time(dev, op.bytes_fwd)
+        t = cost.memory_time(dev, op.bytes_fwd, op.pattern)
         fwd, bwd = fwd + t, bwd + op.bwd_factor * t
     return fwd, bwd
 
@@ -134,7 +134,7 @@ def _selective_recompute(w: StepWorkload, dev: Device, dtype: str, ebytes: int):
     for g in (g for g in w.gemms if g.name in w.selective_recompute):
         t = t + cost.gemm_time(dev, dtype, g.m, g.n, g.k, g.batch, ebytes)
     for op in (o for o in w.memory_ops if o.name in w.selective_recompute):
-        t = t + cost.memory_time(dev, op.bytes_fwd)
+        t = t + cost.memory_time(dev, op.bytes_fwd, op.pattern)
     return t
 
 

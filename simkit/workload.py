@@ -60,6 +60,7 @@ class MemoryOp:
     bwd_factor: float = 2.0      # backward reads the output grad and saved input, writes the input grad
     kernels: int = 1
     per_layer: bool = True
+    pattern: str = "triad"       # the calibrated bandwidth pattern that times this kind of kernel
 
 
 @dataclass
@@ -99,7 +100,8 @@ def transformer_ops(s: Shape, *, mlp: str, causal: bool, attention: str, prec: P
         w.gemms.append(Gemm("attn_scores", s.seq_len, s.seq_len, hd, batch=s.batch * heads, has_weight=False))
         # scale + mask (read/write), softmax in fp32 under autocast (read a, write sm), cast back (read sm, write a)
         cast = (sm + a) if sm != a else 0
-        w.memory_ops.append(MemoryOp("attn_softmax", scores * (2 * a + a + sm + cast), kernels=3))
+        w.memory_ops.append(MemoryOp("attn_softmax", scores * (2 * a + a + sm + cast), kernels=3,
+                                     pattern="cross_entropy"))   # a softmax-class kernel (exp + row sums)
         w.gemms.append(Gemm("attn_values", s.seq_len, hd, s.seq_len, batch=s.batch * heads, has_weight=False))
         w.selective_recompute += ["attn_scores", "attn_softmax", "attn_values"]
     w.gemms.append(Gemm("out_proj", t, d, heads * hd))
@@ -107,20 +109,20 @@ def transformer_ops(s: Shape, *, mlp: str, causal: bool, attention: str, prec: P
     up = 2 * f / p if mlp == "swiglu" else f / p
     w.gemms.append(Gemm("mlp_up", t, up, d))
     act_bytes = t * (f / p) * a * (3 if mlp == "swiglu" else 2)
-    w.memory_ops.append(MemoryOp("mlp_activation", act_bytes))
+    w.memory_ops.append(MemoryOp("mlp_activation", act_bytes, pattern="gelu"))
     w.gemms.append(Gemm("mlp_down", t, d, f / p))
     # --- norms and residual adds (2 each per block), in the activation dtype
-    w.memory_ops.append(MemoryOp("layer_norms", 2 * (2 * t * d * a), kernels=2))
+    w.memory_ops.append(MemoryOp("layer_norms", 2 * (2 * t * d * a), kernels=2, pattern="layer_norm"))
     w.memory_ops.append(MemoryOp("residual_adds", 2 * (3 * t * d * a), kernels=2))
     # --- model-level ops
     w.memory_ops.append(MemoryOp("embedding", t * d * (a + prec.param_bytes), per_layer=False))
-    w.memory_ops.append(MemoryOp("final_norm", 2 * t * d * a, per_layer=False))
+    w.memory_ops.append(MemoryOp("final_norm", 2 * t * d * a, per_layer=False, pattern="layer_norm"))
     w.gemms.append(Gemm("lm_head", t, V / p, d, per_layer=False))
     # cross-entropy over the logits in fp32 (autocast list): read logits, write/read log-softmax,
     # backward writes the fp32 gradient and casts it to the activation dtype.
     logits = t * V / p
     w.memory_ops.append(MemoryOp("loss", logits * (a + 3 * sm), bwd_factor=(3 * sm + a) / (a + 3 * sm),
-                                 kernels=3, per_layer=False))
+                                 kernels=3, per_layer=False, pattern="cross_entropy"))
     return w
 
 

@@ -15,12 +15,22 @@ import torch
 from simkit.measure import Target
 from simkit.measure.timing import Budget, Rate, measure_rate, random_tensor
 
-PATTERNS = ("copy", "triad", "optimizer_step", "first_touch")
+PATTERNS = ("copy", "triad", "optimizer_step", "first_touch", "cross_entropy", "gelu", "layer_norm")
 HOST_ONLY = ("first_touch",)
 """first_touch is what a CPU pays to map and zero fresh pages: PyTorch's CPU allocator returns large
 blocks to the OS (glibc free), so activations are faulted in again every step. GPU caching
 allocators keep their blocks, so it is not measured there."""
-ARRAYS = {"copy": 2, "triad": 3, "optimizer_step": 4, "first_touch": 1}
+ARRAYS = {"copy": 2, "triad": 3, "optimizer_step": 4, "first_touch": 1, "cross_entropy": 1, "gelu": 1,
+          "layer_norm": 1}
+KERNEL_PATTERNS = ("cross_entropy", "gelu", "layer_norm")
+"""Forward + backward of the memory-bound training kernels whose arithmetic (exp, log, erf, row
+reductions) can make them slower than a plain stream on a CPU. Bytes are counted the way
+simkit.workload counts them (fp32): cross-entropy 32 B per logit (forward: read the logits, write,
+read and reduce the log-softmax; backward: write the gradient), GELU and LayerNorm 24 B per element
+(forward read + write, backward twice that). Measured up to KERNEL_MAX_BYTES per working set."""
+KERNEL_MAX_BYTES = 64 * 2**20
+_KERNEL_BYTES_PER_ELEMENT = {"cross_entropy": 32, "gelu": 24, "layer_norm": 24}
+_VOCAB, _WIDTH = 8192, 1024
 """fp32 arrays in the working set: copy dst, src; triad a, b, c; AdamW param, grad, exp_avg, exp_avg_sq."""
 ACCESSES = {"copy": 2, "triad": 3, "optimizer_step": 7, "first_touch": 1}
 """Array reads+writes per element: copy 1R+1W; triad 2R+1W; AdamW param R+W, grad R,
@@ -35,7 +45,28 @@ def elements(pattern: str, working_set_bytes: int) -> int:
 
 def bytes_moved(pattern: str, n: int) -> int:
     """Bytes read plus written by one pass over `n` elements per array."""
+    if pattern in KERNEL_PATTERNS:
+        return _KERNEL_BYTES_PER_ELEMENT[pattern] * n
     return ACCESSES[pattern] * n * _FP32_BYTES
+
+
+def _kernel(target: Target, pattern: str, n: int) -> Callable[[], object]:
+    """Forward and backward of one training kernel over `n` fp32 elements (autograd.grad, so no
+    gradient is accumulated between calls)."""
+    import torch.nn.functional as F
+
+    width = _VOCAB if pattern == "cross_entropy" else _WIDTH
+    rows = max(1, n // width)
+    x = random_tensor((rows, width), torch.float32, target).requires_grad_(True)
+    if pattern == "cross_entropy":
+        target_ids = torch.randint(0, width, (rows,), device=target.tensor_device)
+        return lambda: torch.autograd.grad(F.cross_entropy(x, target_ids), x)
+    grad_out = random_tensor((rows, width), torch.float32, target)
+    if pattern == "gelu":
+        return lambda: torch.autograd.grad(F.gelu(x), x, grad_out)
+    weight = torch.ones(width, device=target.tensor_device, requires_grad=True)
+    bias = torch.zeros(width, device=target.tensor_device, requires_grad=True)
+    return lambda: torch.autograd.grad(F.layer_norm(x, (width,), weight, bias), x, grad_out)
 
 
 def _copy(target: Target, n: int) -> Callable[[], object]:
@@ -84,6 +115,13 @@ def make_pass(target: Target, pattern: str, working_set_bytes: int) -> tuple[Cal
         call, implementation = _optimizer_step(target, n)
     elif pattern == "first_touch":
         call, implementation = _first_touch(target, n), "torch.empty(n).fill_(1.0), a fresh allocation per call"
+    elif pattern in KERNEL_PATTERNS:
+        width = _VOCAB if pattern == "cross_entropy" else _WIDTH
+        n = max(1, n // width) * width
+        call = _kernel(target, pattern, n)
+        implementation = {"cross_entropy": f"F.cross_entropy forward + backward, vocab {width}",
+                          "gelu": "F.gelu forward + backward", "layer_norm": f"F.layer_norm forward + backward, "
+                                                                             f"width {width}"}[pattern]
     else:
         call = _copy(target, n) if pattern == "copy" else _triad(target, n)
         implementation = "Tensor.copy_" if pattern == "copy" else "torch.add(b, c, alpha=s, out=a)"
@@ -107,7 +145,8 @@ def sweep(target: Target, sizes: list[int], budget_s: float, *, item_budget: Cal
     round of the same sweep) the new samples are appended to its results."""
     deadline = time.monotonic() + budget_s
     patterns = tuple(p for p in patterns if target.kind == "cpu" or p not in HOST_ONLY)
-    items = [(pattern, size) for pattern in patterns for size in sizes]
+    items = [(pattern, size) for pattern in patterns for size in sizes
+             if pattern not in KERNEL_PATTERNS or size <= KERNEL_MAX_BYTES]
     results = []
     for done, (pattern, size) in enumerate(items):
         budget = item_budget(max(deadline - time.monotonic(), 0.0) / (len(items) - done))

@@ -170,26 +170,46 @@ def worker_config(plan: Plan, *, steps: int, warmup: int, threads: int, device: 
             "threads": threads, "device": device, "flush_denormal": flush_denormal}
 
 
+def _launch_failure(proc: subprocess.CompletedProcess, data_parallel: int) -> str:
+    """One line saying why a torchrun launch failed: the first error line of the workers, if any."""
+    lines = (proc.stderr or proc.stdout or "").strip().splitlines()
+    cause = next((ln.strip() for ln in lines if any(w in ln for w in ("terminate called", "Error:", "Exception"))), "")
+    tail = " | ".join(lines[-3:])
+    return f"the {data_parallel}-process training run failed (exit {proc.returncode}): {cause or tail}"
+
+
 def run_measurement(config: dict, data_parallel: int, timeout_s: float | None = None) -> dict:
-    """Measure in this process (one worker) or under torchrun with DDP (gloo on CPU, NCCL on CUDA)."""
+    """Measure in this process (one worker) or under torchrun with DDP (gloo on CPU, NCCL on CUDA).
+
+    A multi-process run whose worker was killed by a signal (gloo occasionally aborts on loopback)
+    is launched once more; the result then carries a note saying so."""
     if data_parallel == 1:
         from simkit.measure.training import measure
 
         return measure(config)
-    with tempfile.TemporaryDirectory(prefix="simkit-validate-") as tmp:
-        cfg, out = Path(tmp) / "config.json", Path(tmp) / "result.json"
-        cfg.write_text(json.dumps(config))
-        cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={data_parallel}",
-               "-m", "simkit.measure.training", "--config", str(cfg), "--out", str(out)]
-        env = dict(os.environ, OMP_NUM_THREADS=str(config["threads"]))
-        try:
-            proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=timeout_s)
-        except subprocess.TimeoutExpired:
-            raise SimkitError(f"the {data_parallel}-process training run took longer than {timeout_s:.0f} s") from None
-        if proc.returncode != 0 or not out.exists():
-            tail = " | ".join((proc.stderr or proc.stdout).strip().splitlines()[-3:])
-            raise SimkitError(f"the {data_parallel}-process training run failed (exit {proc.returncode}): {tail}")
-        return json.loads(out.read_text())
+    failures = []
+    for _attempt in range(2):
+        with tempfile.TemporaryDirectory(prefix="simkit-validate-") as tmp:
+            cfg, out = Path(tmp) / "config.json", Path(tmp) / "result.json"
+            cfg.write_text(json.dumps(config))
+            cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone",
+                   f"--nproc_per_node={data_parallel}", "-m", "simkit.measure.training", "--config", str(cfg),
+                   "--out", str(out)]
+            env = dict(os.environ, OMP_NUM_THREADS=str(config["threads"]))
+            try:
+                proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=timeout_s)
+            except subprocess.TimeoutExpired:
+                raise SimkitError(f"the {data_parallel}-process training run took longer than {timeout_s:.0f} s") \
+                    from None
+            if proc.returncode == 0 and out.exists():
+                result = json.loads(out.read_text())
+                if failures:
+                    result.setdefault("notes", []).append(f"launched twice: the first launch failed ({failures[0]})")
+                return result
+            failures.append(_launch_failure(proc, data_parallel))
+            if "Signal" not in (proc.stderr or "") + (proc.stdout or ""):
+                break
+    raise SimkitError(failures[-1])
 
 
 def breakdown_rows(predicted: dict, measured: dict) -> list[dict]:
@@ -215,6 +235,7 @@ def breakdown_rows(predicted: dict, measured: dict) -> list[dict]:
 
 def _notes(plan: Plan, measured: dict, why: str | None, changes: list[str]) -> list[str]:
     notes = [f"optimizer: {measured['optimizer_impl']}", f"precision: {measured['precision_note']}"]
+    notes += measured.get("notes", [])
     if measured["environment"].get("flush_denormal"):
         notes.append("subnormal floats flushed to zero (--no-flush-denormal measures torch's default)")
     if why:
@@ -227,7 +248,8 @@ def _notes(plan: Plan, measured: dict, why: str | None, changes: list[str]) -> l
     faults = measured.get("page_faults_per_step", 0)
     if faults > PAGE_FAULT_NOTE:
         notes.append(f"{faults:.0f} minor page faults per step (~{faults * 4096 / 2**20:.0f} MiB of memory freshly "
-                     "mapped and touched each step: the allocator hands big buffers back to the OS); not modelled")
+                     "mapped and touched each step: the allocator hands big buffers back to the OS); predicted from "
+                     "the profile's first_touch bandwidth when it has one")
     iqr, step = measured["step_time_iqr_s"], measured["step_time_s"]
     if step > 0 and iqr / step > NOISY_IQR_FRACTION:
         notes.append(f"noisy: step-time IQR is {100 * iqr / step:.0f}% of the median; rerun with more --steps")

@@ -134,20 +134,23 @@ def run_workers(nproc: int, *, device: str, sizes: list[int], budget_s: float, c
     Each rank gets max(1, cores // nproc) threads (OMP_NUM_THREADS and torch.set_num_threads)."""
     threads = max(1, cores // nproc)
     timeout_s = timeout_s if timeout_s is not None else 3 * budget_s + 120
-    with tempfile.TemporaryDirectory(prefix="simkit-comm-") as tmp:
-        output, log = Path(tmp) / "collectives.json", Path(tmp) / "workers.log"
-        command = worker_command(nproc, str(output), device=device, sizes=sizes, budget_s=budget_s, threads=threads,
-                                 min_samples=min_samples, max_samples=max_samples,
-                                 emulate_reduce_scatter=emulate_reduce_scatter)
-        env = dict(os.environ, OMP_NUM_THREADS=str(threads))
-        with open(log, "w", encoding="utf-8") as log_file:
-            process = subprocess.Popen(command, env=env, stdout=log_file, stderr=subprocess.STDOUT,
-                                       start_new_session=True)
-            _wait(process, timeout_s, on_wait)
-        if process.returncode != 0 or not output.exists():
-            raise SimkitError(f"the collective benchmark failed (torchrun exit {process.returncode}): "
-                              f"{_last_error(log.read_text(encoding='utf-8', errors='replace'))}", key="--comm")
-        return json.loads(output.read_text(encoding="utf-8"))
+    for attempt in range(2):   # gloo occasionally aborts a rank on loopback (SIGABRT): launch once more
+        with tempfile.TemporaryDirectory(prefix="simkit-comm-") as tmp:
+            output, log = Path(tmp) / "collectives.json", Path(tmp) / "workers.log"
+            command = worker_command(nproc, str(output), device=device, sizes=sizes, budget_s=budget_s,
+                                     threads=threads, min_samples=min_samples, max_samples=max_samples,
+                                     emulate_reduce_scatter=emulate_reduce_scatter)
+            env = dict(os.environ, OMP_NUM_THREADS=str(threads))
+            with open(log, "w", encoding="utf-8") as log_file:
+                process = subprocess.Popen(command, env=env, stdout=log_file, stderr=subprocess.STDOUT,
+                                           start_new_session=True)
+                _wait(process, timeout_s, on_wait)
+            if process.returncode == 0 and output.exists():
+                return json.loads(output.read_text(encoding="utf-8"))
+            text = log.read_text(encoding="utf-8", errors="replace")
+            if attempt == 1 or "Signal" not in text:
+                raise SimkitError(f"the collective benchmark failed (torchrun exit {process.returncode}): "
+                                  f"{_last_error(text)}", key="--comm")
 
 
 def _wait(process: subprocess.Popen, timeout_s: float, on_wait: Callable[[], None]) -> None:

@@ -156,14 +156,22 @@ def host_shares(device: Device, workers) -> tuple:
     """(compute, bandwidth) fraction of a calibrated host that each of `workers` processes gets.
 
     Data-parallel workers on one CPU split its cores (threads per worker = cores // workers, as
-    `simkit validate` and torchrun set them) and its memory bandwidth. Compute is assumed to scale
-    linearly with threads from the calibrated thread count; GPUs are not shared (1.0, 1.0).
+    `simkit validate` and torchrun set them) and its memory bandwidth. When calibrate measured a GEMM
+    on every worker at once (`--comm --nproc N`, collectives.concurrent_matmul) and N equals the
+    plan's workers, compute gets that measured rate relative to the single-process rate of the same
+    shape; otherwise compute is assumed to scale linearly with threads. GPUs are not shared.
     """
     if not is_host_device(device) or device.calibration is None:
         return 1.0, 1.0
-    env = device.calibration.environment
+    cal = device.calibration
+    env = cal.environment
     threads = float(env.get("threads") or 1)
     cores = float(env.get("cpu_count") or threads)
     w = np.maximum(np.asarray(workers, dtype=float), 1.0)
     compute = np.minimum(1.0, np.maximum(1.0, np.floor(cores / w)) / threads)
+    measured = cal.concurrent_matmul
+    if measured and measured["nproc"] > 1 and cal.matmul:
+        alone = matmul_rate(device, "fp32", measured["m"], measured["n"], measured["k"])
+        share = min(1.0, measured["flop_per_s"] / float(alone))
+        compute = np.where(w == measured["nproc"], share, compute)
     return compute, 1.0 / w

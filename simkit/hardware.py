@@ -48,6 +48,7 @@ class Calibration:
     attention: tuple[dict, ...]
     collectives: dict[str, CollectiveFit]
     raw: dict = field(repr=False, default_factory=dict)
+    concurrent_matmul: dict | None = None   # {m, n, k, flop_per_s, nproc}: one worker's GEMM rate under N-way load
 
 
 @dataclass(frozen=True, eq=False)   # hashed by identity: profiles are cached per file

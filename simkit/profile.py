@@ -99,6 +99,17 @@ def _collectives(loc: Located, data: dict, path: tuple) -> dict[str, CollectiveF
     return out
 
 
+def _concurrent_matmul(loc: Located, data: dict, path: tuple) -> dict | None:
+    coll = _mapping(loc, data.get("collectives"), path)
+    item = coll.get("concurrent_matmul")
+    if item is None:
+        return None
+    where = path + ("concurrent_matmul",)
+    return {"m": _number(loc, item, where, "m"), "n": _number(loc, item, where, "n"),
+            "k": _number(loc, item, where, "k"), "flop_per_s": _number(loc, item, where, "flop_per_s_median"),
+            "nproc": int(coll.get("nproc", 0) or 0)}
+
+
 def parse_calibration(loc: Located, data: Any, path: tuple) -> Calibration:
     data = _mapping(loc, data, path, SECTION_KEYS)
     env = _mapping(loc, data.get("environment"), path + ("environment",))
@@ -106,4 +117,5 @@ def parse_calibration(loc: Located, data: Any, path: tuple) -> Calibration:
                        matmul=_matmul(loc, data, path + ("matmul",)),
                        memory_bandwidth=_bandwidth(loc, data, path + ("memory_bandwidth",)),
                        attention=_attention(loc, data, path + ("attention",)),
-                       collectives=_collectives(loc, data, path + ("collectives",)), raw=data)
+                       collectives=_collectives(loc, data, path + ("collectives",)), raw=data,
+                       concurrent_matmul=_concurrent_matmul(loc, data, path + ("collectives",)))

@@ -94,6 +94,8 @@ class CollectivesResult:
     nproc: int
     threads_per_worker: int
     ops: dict[str, CollectiveResult]
+    concurrent_matmul: dict | None = None
+    """fp32 GEMM per worker while all `nproc` workers multiply at once (comm_worker.concurrent_matmul)."""
 
 
 def summarize(raw: dict) -> CollectivesResult:
@@ -114,7 +116,7 @@ def summarize(raw: dict) -> CollectivesResult:
         ops[op] = CollectiveResult(op=op, algorithm=data["algorithm"], points=tuple(points), latency_s=latency,
                                    bus_bandwidth_bytes_per_s=bandwidth, fit_max_relative_error=error)
     return CollectivesResult(backend=raw["backend"], nproc=n, threads_per_worker=int(raw["threads_per_worker"]),
-                             ops=ops)
+                             ops=ops, concurrent_matmul=raw.get("concurrent_matmul"))
 
 
 def worker_command(nproc: int, output: str, *, device: str, sizes: list[int], budget_s: float, threads: int,

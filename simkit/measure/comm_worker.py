@@ -153,6 +153,30 @@ def measure(op: _Op, device: str, budget_s: float, args: argparse.Namespace) -> 
             return samples, number
 
 
+CONCURRENT_GEMM = (1024, 1024, 1024)
+
+
+def concurrent_matmul(device: str, samples: int = 9) -> dict:
+    """fp32 GEMM throughput of one rank while every rank multiplies at once: what a data-parallel
+    worker gets when N workers share one machine's cores, caches and memory bandwidth."""
+    m, n, k = CONCURRENT_GEMM
+    a, b = torch.randn(m, k, device=device), torch.randn(k, n, device=device)
+    c = torch.empty(m, n, device=device)
+    for _ in range(3):
+        torch.matmul(a, b, out=c)
+    _sync(device)
+    dist.barrier()
+    times = []
+    for _ in range(samples):
+        began = time.perf_counter()
+        torch.matmul(a, b, out=c)
+        _sync(device)
+        times.append(time.perf_counter() - began)
+    median = sorted(times)[len(times) // 2]
+    slowest = _agree_max(median)[0]           # the slowest rank sets the pace of a DDP step
+    return {"m": m, "n": n, "k": k, "dtype": "fp32", "flop_per_s_median": 2.0 * m * n * k / slowest}
+
+
 def main(argv: list[str] | None = None) -> None:
     args = _parse(argv)
     world = int(os.environ.get("WORLD_SIZE", "1"))
@@ -167,7 +191,8 @@ def main(argv: list[str] | None = None) -> None:
     ops, sizes = args.ops.split(","), [int(s) for s in args.sizes.split(",")]
     share = args.budget_s / (len(ops) * len(sizes))
     report = {"backend": dist.get_backend(), "nproc": world, "threads_per_worker": threads,
-              "device": args.device, "torch_version": torch.__version__, "ops": {}}
+              "device": args.device, "torch_version": torch.__version__, "ops": {},
+              "concurrent_matmul": concurrent_matmul(device)}
     for name in ops:
         points, algorithm = [], ""
         for size in sizes:

@@ -171,7 +171,6 @@ def compare_cmd(old_ref, new_ref, threshold, alpha, history_file) -> None:
 
     A and B are record ids, unique prefixes, `last` or `last~N`."""
     from simkit.history import fingerprint_differences, find_record
-    from simkit.regression import compare_benchmarks
 
     path, records = _load(history_file)
     old, new = find_record(records, old_ref), find_record(records, new_ref)
@@ -181,13 +180,21 @@ def compare_cmd(old_ref, new_ref, threshold, alpha, history_file) -> None:
     if differences:
         click.echo("note: measured on different setups (" + "; ".join(differences) + "): "
                    "differences may come from the setup, not the code")
-    results, only_old, only_new = compare_benchmarks(old["benchmarks"], new["benchmarks"],
-                                                     threshold / 100, alpha)
+    _report(old["benchmarks"], new["benchmarks"], threshold, alpha, ("A", "B"),
+            "the records share no benchmark; nothing to compare")
+
+
+def _report(old: dict, new: dict, threshold: float, alpha: float, labels: tuple[str, str], empty: str) -> list:
+    """Compare two benchmark mappings, print the table and summary; returns the comparisons."""
+    from simkit.regression import compare_benchmarks
+
+    results, only_old, only_new = compare_benchmarks(old, new, threshold / 100, alpha)
     if not results:
-        click.echo("the records share no benchmark; nothing to compare")
-        return
-    _echo_comparison(results, only_old, only_new, "A", "B")
+        click.echo(empty)
+        return results
+    _echo_comparison(results, only_old, only_new, *labels)
     click.echo(_summary(results, threshold, alpha))
+    return results
 
 
 def _summary(results, threshold, alpha) -> str:
@@ -219,7 +226,6 @@ def check_cmd(baseline, threshold, alpha, history_file) -> None:
     spread of those N runs, which keeps a noisy machine from failing. Exit 0 when nothing
     regressed or there is no baseline yet. For CI and cron."""
     from simkit.history import baseline_records, pooled_benchmarks
-    from simkit.regression import compare_benchmarks
 
     match = _BASELINE.match(baseline)
     if not match or (match.group(2) and int(match.group(2)) < 1):
@@ -242,13 +248,10 @@ def check_cmd(baseline, threshold, alpha, history_file) -> None:
     if len(base) < wanted:
         how.append(f"only {len(base)} of the {wanted} asked for exist")
     click.echo(f"baseline: {', '.join(r['id'] for r in base)}" + (f" ({'; '.join(how)})" if how else ""))
-    results, only_old, only_new = compare_benchmarks(pooled_benchmarks(base), latest["benchmarks"],
-                                                     threshold / 100, alpha)
+    results = _report(pooled_benchmarks(base), latest["benchmarks"], threshold, alpha, ("baseline", "latest"),
+                      "note: the latest record shares no benchmark with its baseline; nothing to check")
     if not results:
-        click.echo("note: the latest record shares no benchmark with its baseline; nothing to check")
         return
-    _echo_comparison(results, only_old, only_new, "baseline", "latest")
-    click.echo(_summary(results, threshold, alpha))
     if len(base) == 1:
         click.echo("note: a one-run baseline cannot show how much this machine varies from run to run; "
                    "if quiet runs get flagged, use --baseline median-of-5")

@@ -241,20 +241,14 @@ def baseline_records(records: list[dict], latest: dict, count: int = 1) -> list[
 
 
 def pooled_benchmarks(records: list[dict]) -> dict:
-    """One ``benchmarks`` mapping whose samples are the samples of all `records` put together, with
-    the median of each record's own samples kept as "run_medians" (the run-to-run spread)."""
-    from simkit.regression import median_iqr
+    """One ``benchmarks`` mapping standing for all `records` (oldest first): per benchmark, the
+    entries of the records that have it put together by `regression.pool_runs` (samples pooled, each
+    run's median kept as "run_medians", the largest within-run swing as "round_swing")."""
+    from simkit.regression import pool_runs
 
-    pooled: dict[str, dict] = {}
-    for record in records:
-        for name, spec in record["benchmarks"].items():
-            entry = pooled.setdefault(name, {"unit": spec.get("unit", ""), "samples": [], "run_medians": [],
-                                             "higher_is_better": spec.get("higher_is_better", True)})
-            entry["samples"] = entry["samples"] + list(spec["samples"])
-            entry["run_medians"].append(median_iqr(spec["samples"])[0])
-            if spec.get("round_medians"):
-                entry.setdefault("round_medians", []).extend(spec["round_medians"])
-    return pooled
+    names = dict.fromkeys(name for record in records for name in record["benchmarks"])
+    return {name: pool_runs([r["benchmarks"][name] for r in records if name in r["benchmarks"]])
+            for name in names}
 
 
 # ---------------------------------------------------------------------------------------- units
@@ -297,10 +291,7 @@ def plot_benchmark(records: list[dict], name: str, output: str | os.PathLike,
                                    else float(np.median(specs[-1]["samples"])))
     samples = [np.asarray(s["samples"], dtype=float) / divisor for s in specs]
     q25, q50, q75 = np.array([np.percentile(s, [25, 50, 75]) for s in samples]).T
-    # the same test units as `check`: per-round medians where every run has them
-    rounds = all(len(s.get("round_medians") or []) >= 3 for s in specs)
-    points = change_points([s["round_medians"] if rounds else s["samples"] for s in specs], higher_is_better,
-                           threshold, alpha)
+    points = change_points(specs, threshold, alpha)  # the rules of `check --baseline median-of-5`
 
     x = np.arange(len(records))
     fig, ax = plt.subplots(figsize=(max(6.0, 0.6 * len(records) + 3), 4.5), layout="constrained")
@@ -323,7 +314,7 @@ def plot_benchmark(records: list[dict], name: str, output: str | os.PathLike,
     ax.set_ylabel(f"{name} ({label})")
     better = "higher" if higher_is_better else "lower"
     ax.set_title(f"{name} ({better} is better)\ndashed: change point (median moved > {100 * threshold:g}%, "
-                 f"p < {alpha:g}, beyond the run-to-run spread)", fontsize=9)
+                 f"p < {alpha:g}, beyond the runs' own spread)", fontsize=9)
     low, high = ax.get_ylim()
     ax.set_ylim(low, high + 0.3 * (high - low))  # headroom for the change-point labels
     ax.grid(axis="y", alpha=0.3)

@@ -163,7 +163,7 @@ def test_too_few_samples_are_called_out(path):
 def test_median_of_n_tolerates_run_to_run_wander_that_last_flags(path):
     for seed, center in enumerate([1.00e11, 1.15e11, 0.90e11, 1.08e11, 0.95e11]):
         _add(path, seed, matmul=center)
-    _add(path, 9, matmul=0.88e11)  # -7% from the last run, inside the machine's usual wander
+    _add(path, 9, matmul=0.80e11)  # -16% from the last run, inside the machine's usual wander
     last = _run("check", "--history", path)
     assert last.exit_code == 1 and "use --baseline median-of-5" in last.output
     pooled = _run("check", "--baseline", "median-of-5", "--history", path)

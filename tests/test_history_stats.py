@@ -4,12 +4,17 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from simkit.regression import change_points, compare, compare_benchmarks, median_iqr, smallest_p
+from simkit.regression import (change_points, compare, compare_benchmarks, compare_specs, median_iqr,
+                               pool_runs, round_swing, smallest_p)
 
 
 def _samples(seed, n=15, center=100.0, noise=0.02):
     """n throughput samples around `center` with relative noise `noise` (sd)."""
     return np.random.default_rng(seed).normal(center, noise * center, n)
+
+
+def _spec(samples, higher_is_better=True):
+    return {"samples": list(samples), "higher_is_better": higher_is_better, "unit": "flop_per_s"}
 
 
 def test_median_and_iqr_by_hand():
@@ -100,7 +105,7 @@ def test_compare_benchmarks_reports_names_on_one_side_only():
 
 def test_change_points_find_the_step():
     runs = [_samples(s) for s in range(4)] + [_samples(s, center=70.0) for s in range(4, 8)]
-    points = change_points(runs, higher_is_better=True)
+    points = change_points([_spec(r) for r in runs])
     assert [(i, r.verdict) for i, r in points] == [(4, "regression")]
 
 
@@ -172,6 +177,80 @@ def test_a_single_baseline_run_adds_no_range():
 def test_change_points_restart_after_a_step():
     # 100 -> 70 -> 50: two steps, and the runs between them are compared with the new level
     centers = [100] * 3 + [70] * 3 + [50] * 3
-    points = change_points([_samples(s, center=c) for s, c in enumerate(centers)], True)
+    points = change_points([_spec(_samples(s, center=c)) for s, c in enumerate(centers)])
     assert [(i, r.verdict) for i, r in points] == [(3, "regression"), (6, "regression")]
     assert points[1][1].change == pytest.approx(-2 / 7, abs=0.03)  # 70 -> 50, not 100 -> 50
+
+
+# ---------------------------------------------------------------- conditions 4 and 5 (one run each)
+def _rounds(levels, per_round=4, seed=0, noise=0.005):
+    """A run measured in rounds, each round at its own level (the machine's state at the time)."""
+    rng = np.random.default_rng(seed)
+    rounds = [rng.normal(level, noise * level, per_round) for level in levels]
+    return {"samples": [float(x) for r in rounds for x in r], "round_medians": [float(np.median(r)) for r in rounds],
+            "higher_is_better": True, "unit": "flop_per_s"}
+
+
+def test_round_swing_by_hand():
+    assert round_swing([250.0, 320.0, 300.0]) == pytest.approx(0.28)   # 320 / 250 - 1
+    assert round_swing([1.0, 2.0]) is None                            # too few rounds to say
+    assert round_swing(None) is None
+
+
+def test_change_inside_the_swing_of_one_run_is_noise():
+    # like two quiet runs on the CI VM: every round of B is below every round of A (p = 0.008), but
+    # inside B the machine moved between 250 and 296 GFLOP/s, and B's best never reached A's median
+    old = _rounds([300, 318, 316, 312, 320], seed=1)
+    new = _rounds([250, 262, 296, 258, 290], seed=2)
+    result = compare_specs(old, new)
+    assert result.p_value < 0.05 and result.change < -0.15
+    assert result.verdict == "noise"
+    assert result.within_run_swing == pytest.approx(296 / 250 - 1, abs=0.02)
+    assert "spread over 19%: the machine drifts that much inside a run" in result.note
+
+
+def test_slower_run_reaching_the_old_median_at_its_best_is_noise():
+    old = _rounds([316, 318, 317, 319, 318], seed=3)
+    new = _rounds([280, 283, 281, 282, 284], seed=4)    # tight, 12% lower, beyond any swing ...
+    new["samples"][5] = 314.0                            # ... but one sample ran at the old speed
+    result = compare_specs(old, new)
+    assert result.verdict == "noise"
+    assert "new run's best sample is -1.1% from the old median, within 5%" in result.note
+
+
+def test_halved_throughput_passes_every_condition():
+    old = _rounds([256, 309, 312, 256, 300], seed=5)     # even against a swinging baseline
+    busy = _rounds([160, 150, 170, 140, 165], seed=6, noise=0.05)
+    result = compare_specs(old, busy)
+    assert (result.verdict, round(result.change, 1)) == ("regression", -0.5)
+
+
+def test_a_real_10_percent_slowdown_on_a_steady_machine_is_still_caught():
+    old = _rounds([316, 318, 317, 319, 318], seed=7)
+    new = _rounds([x * 0.9 for x in (316, 318, 317, 319, 318)], seed=8)
+    assert compare_specs(old, new).verdict == "regression"
+
+
+def test_improvement_needs_the_old_run_to_fall_short_at_its_best():
+    old = _rounds([280, 283, 281, 282, 284], seed=9)
+    new = _rounds([316, 318, 317, 319, 318], seed=10)
+    assert compare_specs(old, new).verdict == "improvement"
+    old["samples"][0] = 318.0
+    result = compare_specs(old, new)
+    assert result.verdict == "noise" and "old run's best sample" in result.note
+
+
+def test_lower_is_better_best_is_the_shortest_time():
+    old = {**_rounds([1.00, 1.01, 1.00, 0.99, 1.00], seed=11), "higher_is_better": False, "unit": "s"}
+    new = {**_rounds([1.20, 1.21, 1.19, 1.20, 1.22], seed=12), "higher_is_better": False, "unit": "s"}
+    assert compare_specs(old, new).verdict == "regression"
+    new["samples"][3] = 1.02                             # once as quick as before
+    assert compare_specs(old, new).verdict == "noise"
+
+
+def test_pool_runs_keeps_each_runs_median_and_the_largest_swing():
+    a, b = _rounds([100, 100, 100], seed=13, noise=0), _rounds([100, 120, 110], seed=14, noise=0)
+    pooled = pool_runs([a, b])
+    assert pooled["run_medians"] == [100.0, 110.0]
+    assert pooled["round_swing"] == pytest.approx(0.2)
+    assert len(pooled["samples"]) == 24 and len(pooled["round_medians"]) == 6

@@ -26,8 +26,9 @@ from quiet back-to-back calibrations on a shared 2-vCPU cloud VM, whose speed mo
 for tens of seconds at a time (fp32 GEMM at 315-320 GFLOP/s, then 250-280, sometimes 160; no stolen
 time shows in /proc/stat), so one quiet run can sit lower than the next in every round:
   4. the change exceeds the *within-run swing*: how far apart the round medians of one run lie
-     (max / min - 1, the larger of the two runs; `round_swing`). A machine that moved 20% between
-     the rounds of one run can move 20% between two runs with nothing changed.
+     (max / min - 1, the larger of the two runs; `round_swing`), measured the same way (faster
+     median / slower median - 1, so a halving is 100%). A machine that moved 20% between the
+     rounds of one run can move 20% between two runs with nothing changed.
   5. the slower run, at its best, stays short of the faster run's median: its best sample (highest
      rate, lowest time) is more than `threshold` worse than the other median. Interference only
      slows a kernel down, so the best sample shows what the machine can still do (Chen & Revels,
@@ -158,10 +159,11 @@ def compare(old_samples, new_samples, higher_is_better: bool, threshold: float =
         note = (f"{pct} (p={p:.2g}) but within the run-to-run spread of the {len(baseline_runs)} "
                 f"baseline runs: a new run lands in {100 * run_range[0]:+.0f}%..{100 * run_range[1]:+.0f}% "
                 f"{100 * (1 - alpha):g}% of the time")
-    elif p < alpha and within_run_swing is not None and abs(change) <= within_run_swing:
+    elif p < alpha and within_run_swing is not None and _fold(old_median, new_median) <= 1 + within_run_swing:
         verdict = "noise"
-        note = (f"{pct} (p={p:.2g}) but the round medians within one run spread over "
-                f"{100 * within_run_swing:.0f}%: the machine drifts that much inside a run")
+        note = (f"{pct} (p={p:.2g}): the faster median is {100 * (_fold(old_median, new_median) - 1):.0f}% "
+                f"above the slower, but within one run the best round was {100 * within_run_swing:.0f}% "
+                f"above the worst: the machine drifts that much inside a run")
     elif p < alpha and best is not None and _best_reaches(best, old_median, new_median, worse,
                                                             higher_is_better, threshold):
         slower, faster = ("new", "old") if worse else ("old", "new")
@@ -185,6 +187,13 @@ def compare(old_samples, new_samples, higher_is_better: bool, threshold: float =
 
 
 MIN_ROUNDS = 3
+
+
+def _fold(a: float, b: float) -> float:
+    """The larger of two positive values over the smaller (1.25: 25% apart, either way round);
+    the measure the within-run swing uses, so that -20% and +25% are the same distance."""
+    low, high = sorted((abs(a), abs(b)))
+    return math.inf if low == 0 else high / low
 
 
 def _best_gap(best: tuple[float, float], old_median: float, new_median: float, worse: bool) -> float:

@@ -388,4 +388,5 @@ def test_cli_rejects_bad_flags_with_one_line(args, message, tmp_path):
     res = CliRunner().invoke(cli, ["calibrate", "--output", str(tmp_path / "c.yaml"), *args])
     assert res.exit_code == 2
     assert message in res.output
+    assert len(res.output.strip().splitlines()) == 1, res.output  # the error alone: no progress bar
     assert "Traceback" not in res.output

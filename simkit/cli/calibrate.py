@@ -6,7 +6,7 @@ import sys
 
 import click
 
-from simkit.calibrate import CalibrationResult, Settings, catalogue_device, history_record, profile_text, run, summary_rows
+from simkit.calibrate import CalibrationResult, Settings, catalogue_device, check_settings, history_record, profile_text, run, summary_rows
 from simkit.errors import SimkitError
 from simkit.yamlio import write_atomic
 
@@ -73,6 +73,7 @@ def calibrate_cmd(device, quick, threads, comm, nproc, output, history_path, no_
     settings = Settings(device=device, quick=quick, threads=threads if threads is not None else cpu_count(),
                         comm=comm, nproc=nproc if nproc is not None else 2)
     output = output or f"calibrated-{device}.yaml"
+    check_settings(settings)  # before the progress bar: a bad setting is one line, no empty bar
     previous = signal.signal(signal.SIGTERM, _raise_interrupt)
     try:
         with _Bar() as bar:

@@ -58,3 +58,29 @@ def test_raw_samples_alone_would_call_the_same_drift_significant():
         on_rounds += compare(old["round_medians"], new["round_medians"], True).verdict == "regression"
     assert on_samples > 10
     assert on_rounds <= 5
+
+
+def _steady_run(level: float, rng: random.Random, rounds: int = 5, per_round: int = 4) -> dict:
+    """A quiet run on a steady machine: 1% round-to-round wander, 1% noise within a round."""
+    samples, medians = [], []
+    for _ in range(rounds):
+        round_level = level * rng.gauss(1.0, 0.01)
+        values = [round_level * rng.gauss(1.0, 0.01) for _ in range(per_round)]
+        samples += values
+        medians.append(sorted(values)[per_round // 2])
+    return {"unit": "flop_per_s", "higher_is_better": True, "samples": samples, "round_medians": medians}
+
+
+def test_every_condition_together_flags_a_20_percent_shift_and_not_identical_runs():
+    # the whole rule (threshold, Mann-Whitney on round medians, within-run swing, best sample) on
+    # the records calibrate writes: a 20% or 12% drop is caught for every seed, identical runs never
+    false_alarms = 0
+    for seed in range(200):
+        rng = random.Random(seed)
+        old = _steady_run(100.0, rng)
+        for slower in (80.0, 88.0):
+            results, _, _ = compare_benchmarks({"m": old}, {"m": _steady_run(slower, rng)})
+            assert results[0].verdict == "regression", (seed, slower)
+        results, _, _ = compare_benchmarks({"m": old}, {"m": _steady_run(100.0, rng)})
+        false_alarms += results[0].verdict == "regression"
+    assert false_alarms == 0      # 1% wander cannot move a median by the 5% threshold

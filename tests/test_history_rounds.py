@@ -23,12 +23,13 @@ def test_rounds_are_used_only_when_both_sides_have_enough():
     assert independent_units({"samples": [9], "round_medians": [1, 2]}, b) == ([9], [4, 5, 6])
 
 
-def _run(level: float, rounds: int, per_round: int, rng: random.Random) -> dict:
-    """A run whose rounds each sit at their own drifted level, with tight samples inside a round."""
+def _run(level: float, rounds: int, per_round: int, rng: random.Random, wander=None, noise: float = 0.005) -> dict:
+    """A run whose rounds each sit at their own drifted level (`wander(rng)`, default uniform
+    +-12%: the machine wanders between rounds), with samples inside a round `noise` apart (sd)."""
     samples, medians = [], []
     for _ in range(rounds):
-        round_level = level * rng.uniform(0.88, 1.12)          # the machine wanders between rounds
-        values = [round_level * rng.gauss(1.0, 0.005) for _ in range(per_round)]
+        round_level = level * (wander(rng) if wander else rng.uniform(0.88, 1.12))
+        values = [round_level * rng.gauss(1.0, noise) for _ in range(per_round)]
         samples += values
         medians.append(sorted(values)[per_round // 2])
     return {"unit": "flop_per_s", "higher_is_better": True, "samples": samples, "round_medians": medians}
@@ -60,15 +61,9 @@ def test_raw_samples_alone_would_call_the_same_drift_significant():
     assert on_rounds <= 5
 
 
-def _steady_run(level: float, rng: random.Random, rounds: int = 5, per_round: int = 4) -> dict:
+def _steady_run(level: float, rng: random.Random) -> dict:
     """A quiet run on a steady machine: 1% round-to-round wander, 1% noise within a round."""
-    samples, medians = [], []
-    for _ in range(rounds):
-        round_level = level * rng.gauss(1.0, 0.01)
-        values = [round_level * rng.gauss(1.0, 0.01) for _ in range(per_round)]
-        samples += values
-        medians.append(sorted(values)[per_round // 2])
-    return {"unit": "flop_per_s", "higher_is_better": True, "samples": samples, "round_medians": medians}
+    return _run(level, 5, 4, rng, wander=lambda r: r.gauss(1.0, 0.01), noise=0.01)
 
 
 def test_every_condition_together_flags_a_20_percent_shift_and_not_identical_runs():

@@ -23,6 +23,7 @@ from typing import Any, Callable
 
 from simkit.errors import SimkitError
 from simkit.plan import Plan, load_plan_located
+from simkit.precision import policy
 from simkit.yamlio import Located, read_yaml
 
 MAX_STEP_S = 60.0            # a variant is chosen when the plan's predicted step is longer than this
@@ -166,8 +167,26 @@ def worker_config(plan: Plan, *, steps: int, warmup: int, threads: int, device: 
     model = dataclasses.asdict(plan.model)
     model.pop("preset", None)
     training = dataclasses.asdict(plan.training)
+    # with a calibrated profile, the worker also times the profile's GEMM now (machine_speed)
+    cal = plan.device.calibration
+    probe = policy(plan.training.precision).gemm_dtype if cal is not None else None
+    probe_threads = (cal.environment or {}).get("threads") if cal is not None else None
     return {"model": model, "training": training, "steps": steps, "warmup": warmup,
-            "threads": threads, "device": device, "flush_denormal": flush_denormal}
+            "threads": threads, "device": device, "flush_denormal": flush_denormal, "probe_dtype": probe,
+            "probe_threads": probe_threads}
+
+
+def machine_speed(plan: Plan, measured: dict) -> float | None:
+    """The probe GEMM's rate during the measurement over the rate the profile gives that GEMM: 0.85
+    means the machine ran 15% slower than when it was calibrated (None without a probe)."""
+    from simkit import cost
+
+    probe = measured.get("probe")
+    if not probe:
+        return None
+    m, n, k = probe["shape"]
+    expected = float(cost.matmul_rate(plan.device, probe["dtype"], m, n, k))
+    return probe["flop_per_s_median"] / expected if expected > 0 else None
 
 
 def _launch_failure(proc: subprocess.CompletedProcess, data_parallel: int) -> str:
@@ -256,6 +275,19 @@ def _notes(plan: Plan, measured: dict, why: str | None, changes: list[str]) -> l
     return notes
 
 
+SPEED_NOTE_OFF = 0.05   # machine speed this far from 1.0 gets a note
+
+
+def _speed_note(speed: float | None, measured: dict) -> list[str]:
+    if speed is None or abs(speed - 1.0) <= SPEED_NOTE_OFF:
+        return []
+    probe = measured["probe"]
+    shape = "x".join(map(str, probe["shape"]))
+    return [f"the machine ran at {speed:.2f}x the profile's speed (a {probe['dtype']} {shape} GEMM timed right "
+            f"before and after the steps); at that speed a compute-bound step takes {100 * (1 / speed - 1):+.0f}% "
+            "longer than predicted, a difference from the machine, not the model"]
+
+
 def validate_live(plan: Plan, *, steps: int = 10, warmup: int = 3, threads: int | None = None,
                   device: str = "auto", scale_down: bool = True, max_step_s: float = MAX_STEP_S,
                   flush_denormal: bool = True, predict_fn: PredictFn = default_predict) -> dict:
@@ -283,17 +315,20 @@ def validate_live(plan: Plan, *, steps: int = 10, warmup: int = 3, threads: int 
                            flush_denormal=flush_denormal)
     timeout = 600 + 10 * (steps + warmup) * max(predicted["step_time_s"], 1.0)
     measured = run_measurement(config, dp, timeout_s=timeout)
-    return {"plan_file": plan.source, "plan": dataclasses.asdict(variant.spec), "profile": plan.device.path or plan.device.name,
+    speed = machine_speed(variant, measured)
+    return {"machine_speed": speed,"plan_file": plan.source, "plan": dataclasses.asdict(variant.spec), "profile": plan.device.path or plan.device.name,
             "variant": changes, "predicted": predicted, "measured": measured,
             "error": relative_error(predicted["step_time_s"], measured["step_time_s"]),
-            "breakdown": breakdown_rows(predicted, measured), "notes": _notes(plan, measured, why, changes),
+            "breakdown": breakdown_rows(predicted, measured),
+            "notes": _notes(plan, measured, why, changes) + _speed_note(speed, measured),
             "steps": steps, "warmup": warmup}
 
 
 def record_line(result: dict) -> str:
     """One JSON line for `--record`: plan, profile, measured, predicted, error and environment."""
-    keys = ("plan_file", "plan", "profile", "variant", "measured", "predicted", "error", "notes", "steps", "warmup")
-    record = {k: result[k] for k in keys}
+    keys = ("plan_file", "plan", "profile", "variant", "measured", "predicted", "error", "notes", "steps", "warmup",
+            "machine_speed")
+    record = {k: result.get(k) for k in keys}
     record["measured"] = {k: val for k, val in result["measured"].items() if k != "environment"}
     record["environment"] = result["measured"]["environment"]
     return json.dumps(record, sort_keys=True)
@@ -323,7 +358,22 @@ def suite_summary(results: list[dict]) -> dict:
                           key=lambda d: -d["mean_abs_error_of_step"])
     return {"count": len(ok), "failed": len(results) - len(ok), "mae": statistics.fmean(abs_err),
             "median_ae": statistics.median(abs_err), "max_ae": max(abs_err),
-            "mean_error": statistics.fmean(r["error"] for r in ok), "parts": disagreement}
+            "mean_error": statistics.fmean(r["error"] for r in ok), "parts": disagreement,
+            "speed": _speed_summary(ok)}
+
+
+def _speed_summary(ok: list[dict]) -> dict | None:
+    """The machine speed factors of the plans that have one, and the errors the step predictions would
+    have if divided by them (a diagnostic: how much of the error the machine's state explains)."""
+    timed = [r for r in ok if r.get("machine_speed")]
+    if not timed:
+        return None
+    speeds = [r["machine_speed"] for r in timed]
+    adjusted = [relative_error(r["predicted"]["step_time_s"] / r["machine_speed"], r["measured"]["step_time_s"])
+                for r in timed]
+    return {"count": len(timed), "low": min(speeds), "high": max(speeds), "median": statistics.median(speeds),
+            "adjusted_mae": statistics.fmean(abs(e) for e in adjusted),
+            "adjusted_mean_error": statistics.fmean(adjusted)}
 
 
 # ----------------------------------------------------------------------------- published cases

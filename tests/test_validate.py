@@ -255,3 +255,49 @@ def test_cli_suite_summarizes_and_lists_failures(runner, tmp_path):
     doc = json.loads(runner.invoke(cli, args + ["--json"]).stdout)
     assert doc["summary"]["count"] == 1 and doc["summary"]["failed"] == 1
     assert doc["results"][1]["failure"].startswith(f"{folder / 'b-zero.yml'}: live validation trains with plain DDP only")
+
+
+# ----------------------------------------------------------------------------- machine speed probe
+def test_worker_config_probes_with_the_profiles_dtype_and_threads(write):
+    bf16 = '  bf16: {value: 0.25, dense: true, source: "measured by simkit calibrate on testhost 2026-01-01"}\n'
+    profile = str(write(PROFILE.format(threads=2).replace("calibration:", bf16 + "calibration:"), "cal-2.yaml"))
+    config = v.worker_config(plan_with(hardware={"device": profile}, training={"precision": "bf16"}),
+                             steps=1, warmup=0, threads=1, device="cpu")
+    assert (config["probe_dtype"], config["probe_threads"]) == ("bf16", 2)
+    config = v.worker_config(plan_with(), steps=1, warmup=0, threads=1, device="cpu")   # catalogue: nothing to hold against
+    assert (config["probe_dtype"], config["probe_threads"]) == (None, None)
+
+
+def test_machine_speed_is_the_probe_over_the_profiles_rate(write):
+    from simkit import cost
+
+    plan = plan_with(hardware={"device": str(write(PROFILE.format(threads=2), "cal-2.yaml"))})
+    expected = float(cost.matmul_rate(plan.device, "fp32", 1024, 1024, 1024))
+    probe = {"dtype": "fp32", "shape": [1024, 1024, 1024], "flop_per_s_median": 0.8 * expected, "samples": 9}
+    assert v.machine_speed(plan, {"probe": probe}) == pytest.approx(0.8)
+    assert v.machine_speed(plan, {}) is None
+    assert v._speed_note(0.8, {"probe": probe}) == [
+        "the machine ran at 0.80x the profile's speed (a fp32 1024x1024x1024 GEMM timed right before and after "
+        "the steps); at that speed a compute-bound step takes +25% longer than predicted, a difference from the "
+        "machine, not the model"]
+    assert v._speed_note(0.97, {"probe": probe}) == []          # within 5%: no note
+
+
+def test_suite_summary_divides_by_the_machine_speed_as_a_diagnostic():
+    slow = {"error": -0.2, "breakdown": [], "machine_speed": 0.8,
+            "predicted": {"step_time_s": 1.0}, "measured": {"step_time_s": 1.25}}
+    fast = {"error": 0.1, "breakdown": [], "machine_speed": None,
+            "predicted": {"step_time_s": 1.1}, "measured": {"step_time_s": 1.0}}
+    speed = v.suite_summary([slow, fast])["speed"]
+    assert speed["count"] == 1 and speed["median"] == 0.8
+    assert speed["adjusted_mae"] == pytest.approx(0.0)      # 1.0 / 0.8 = 1.25: all of the error was the machine
+    assert v.suite_summary([fast])["speed"] is None
+
+
+def test_live_run_with_a_calibrated_profile_probes_the_machine(write):
+    plan = plan_with(hardware={"device": str(write(PROFILE.format(threads=1), "cal-1.yaml"))})
+    result = v.validate_live(plan, steps=2, warmup=1, threads=1)
+    probe = result["measured"]["probe"]
+    assert probe["dtype"] == "fp32" and probe["samples"] >= 3 and probe["flop_per_s_median"] > 0
+    assert result["machine_speed"] > 0
+    assert json.loads(v.record_line(result))["machine_speed"] == result["machine_speed"]

@@ -15,7 +15,8 @@ _BREAKDOWN_COLUMNS = [("part", "part", report.plain), ("predicted_s", "predicted
                       ("error_of_step", "off by (of step)", report.percent)]
 _SUITE_COLUMNS = [("name", "plan", report.plain), ("shape", "dp x mb x ga, precision", report.plain),
                   ("predicted", "predicted", report.seconds), ("measured", "measured", report.seconds),
-                  ("iqr", "IQR", report.seconds), ("fastest", "fastest", report.seconds), ("error", "error", report.percent), ("worst_part", "most off", report.plain)]
+                  ("iqr", "IQR", report.seconds), ("fastest", "fastest", report.seconds), ("error", "error", report.percent),
+                  ("machine", "machine", lambda x: "-" if x is None else f"{x:.2f}x"), ("worst_part", "most off", report.plain)]
 
 
 @click.command("validate")
@@ -121,7 +122,8 @@ def _live_text(r: dict) -> str:
              f"median of {r['steps']} steps after {r['warmup']} warm-up",
              f"step time: predicted {report.seconds(p['step_time_s'])}, measured {report.seconds(m['step_time_s'])} "
              f"(IQR {report.seconds(m['step_time_iqr_s'])}, fastest {report.seconds(m['step_time_min_s'])}), "
-             f"error {report.percent(r['error'])}", "",
+             f"error {report.percent(r['error'])}"
+             + (f"; machine at {r['machine_speed']:.2f}x the profile's speed" if r.get("machine_speed") else ""), "",
              report.table(r["breakdown"], _BREAKDOWN_COLUMNS),
              "  (measured backward includes recomputation; communication_total is not part of the step sum)"]
     lines += ["", "notes:"] + [f"  - {n}" for n in r["notes"]]
@@ -146,12 +148,18 @@ def _suite_text(results: list[dict], summary: dict) -> str:
                      "shape": f"{dp} x {t['micro_batch_size']} x {t['grad_accum_steps']}, {t['precision']}",
                      "predicted": r["predicted"]["step_time_s"], "measured": r["measured"]["step_time_s"],
                      "iqr": r["measured"]["step_time_iqr_s"], "fastest": r["measured"]["step_time_min_s"],
-                     "error": r["error"], "worst_part": _worst_part(r)})
+                     "error": r["error"], "machine": r.get("machine_speed"), "worst_part": _worst_part(r)})
     lines = [report.table(rows, _SUITE_COLUMNS), ""]
     if summary["count"]:
         lines.append(f"{summary['count']} plans measured, {summary['failed']} failed: MAE (mean |error|) "
                      f"{report.percent(summary['mae'], signed=False)}, median {report.percent(summary['median_ae'], signed=False)}, "
                      f"max {report.percent(summary['max_ae'], signed=False)}, mean signed error {report.percent(summary['mean_error'])}")
+        if summary.get("speed"):
+            sp = summary["speed"]
+            lines.append(f"machine: a GEMM timed around each plan ran at {sp['low']:.2f}x-{sp['high']:.2f}x the profile's "
+                         f"speed (median {sp['median']:.2f}x). Diagnostic only: with every predicted step divided by "
+                         f"that factor, MAE {report.percent(sp['adjusted_mae'], signed=False)}, mean signed error "
+                         f"{report.percent(sp['adjusted_mean_error'])}")
         lines += ["", "which parts of the step the prediction gets wrong (predicted - measured, as a share of the "
                   "measured step, averaged over plans):",
                   report.table(summary["parts"], [("part", "part", report.plain),

@@ -348,6 +348,43 @@ def _summarize(trainer: Trainer, timed: list[dict], probes: list[dict], comm_tot
             "optimizer_impl": trainer.optimizer_impl, "precision_note": trainer.precision_note}
 
 
+PROBE_SHAPE = (1024, 1024, 1024)
+PROBE_S = 0.3
+
+
+def probe_gemm(kind: str, threads: int, dtype: str) -> list[float]:
+    """FLOP/s samples of one GEMM (PROBE_SHAPE, the plan's GEMM dtype) timed as `simkit calibrate`
+    times it, for PROBE_S seconds: how fast the machine is right now, to hold against the profile."""
+    from simkit.measure import Target
+    from simkit.measure.gemm import measure_gemm
+    from simkit.measure.timing import Budget
+
+    budget = Budget(warmup_s=0.05, measure_s=PROBE_S, min_samples=3, max_samples=20, min_sample_s=2e-3)
+    previous = torch.get_num_threads()
+    torch.set_num_threads(threads)   # the training's denormal setting stays as it is
+    try:
+        return list(measure_gemm(Target(kind=kind, threads=threads), dtype, PROBE_SHAPE, budget).samples)
+    finally:
+        torch.set_num_threads(previous)
+
+
+def _probe_around(config: dict, kind: str, world: int, samples: list[float]) -> None:
+    """Rank 0 probes the GEMM rate with the profile's thread count (the other ranks wait at a barrier),
+    so that it measures what the profile measured."""
+    if not config.get("probe_dtype"):
+        return
+    threads = int(config.get("probe_threads") or config["threads"])   # the profile's, while the others wait
+    if world > 1:
+        import torch.distributed as dist
+
+        dist.barrier()
+        if dist.get_rank() == 0:
+            samples += probe_gemm(kind, threads, config["probe_dtype"])
+        dist.barrier()
+    else:
+        samples += probe_gemm(kind, threads, config["probe_dtype"])
+
+
 def run(config: dict) -> dict:
     """Warm up, time `steps` optimizer steps and return the measurement (every rank; rank 0's is kept)."""
     world = int(os.environ.get("WORLD_SIZE", "1"))
@@ -370,13 +407,19 @@ def run(config: dict) -> dict:
     trainer = Trainer(config, device, ddp)
     for _ in range(config["warmup"]):
         trainer.step()
+    probe: list[float] = []
+    _probe_around(config, kind, world, probe)
     timed = [trainer.step() for _ in range(config["steps"])]
+    _probe_around(config, kind, world, probe)
     probes, comm_total = [], 0.0
     if ddp:
         probes = [trainer.step(sync=False, update=False) for _ in range(min(config["steps"], 5))]
         comm_total = measure_all_reduce_s(trainer.n_params, device)
         timed = _slowest_rank(timed)
     result = _summarize(trainer, timed, probes, comm_total)
+    if probe:
+        result["probe"] = {"dtype": config["probe_dtype"], "shape": list(PROBE_SHAPE),
+                           "flop_per_s_median": _median(probe), "samples": len(probe)}
     result["environment"] = dict(environment(device, world), flush_denormal=flushed)
     if ddp:
         import torch.distributed as dist

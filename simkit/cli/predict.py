@@ -47,7 +47,7 @@ def format_prediction(plan, pred) -> str:
     b = pred.breakdown_s
     labels = [("forward", "forward"), ("backward", "backward"), ("recompute", "recompute (checkpointing)"),
               ("optimizer", "optimizer step"), ("communication_exposed", "communication, exposed"),
-              ("other", "other (accumulation, casts, launch)")]
+              ("other", "other (kernel launches not hidden)")]
     for key, label in labels:
         share = b[key] / pred.step_time_s * 100 if pred.step_time_s else 0
         out.append(f"  {label:<38} {b[key]:>12.4f}  {share:5.1f} %")

@@ -60,7 +60,25 @@ def collective_time(kind: str, nbytes, n_ranks, fabric: Fabric):
     n = np.asarray(n_ranks, dtype=float)
     steps = np.where(n > 1, _FACTOR[kind] * (n - 1), 0.0)
     volume = np.where(n > 1, _FACTOR[kind] * (n - 1) / np.maximum(n, 1) * nbytes, 0.0)
-    if fabric.measured_fit(kind) is not None:
+    measured = fabric.measured_fit(kind)
+    if measured is not None:
         # a measured fit already folds all ring steps into one latency term
         steps = np.where(n > 1, 1.0, 0.0)
-    return steps * fabric.latency(kind) + volume / fabric.bus_bandwidth(kind)
+    modelled = steps * fabric.latency(kind) + volume / fabric.bus_bandwidth(kind)
+    if measured is None or len(measured.points) < 2 or not measured.nproc:
+        return modelled
+    single_node = np.asarray(fabric.nodes) == 1
+    same_ranks = single_node & (n == measured.nproc)
+    return np.where(same_ranks, measured_time(measured.points, nbytes), modelled)
+
+
+def measured_time(points, nbytes):
+    """Seconds for `nbytes` from measured (bytes, seconds) points, smallest size first: linear between
+    neighbours (time grows linearly with size in the alpha-beta model), the smallest point's time
+    below the range (latency-bound), and beyond the largest point the slope of the last two."""
+    sizes = np.array([p[0] for p in points], dtype=float)
+    times = np.array([p[1] for p in points], dtype=float)
+    x = np.asarray(nbytes, dtype=float)
+    slope = max((times[-1] - times[-2]) / (sizes[-1] - sizes[-2]), 0.0)
+    inside = np.interp(x, sizes, times)
+    return np.where(x > sizes[-1], times[-1] + (x - sizes[-1]) * slope, inside)

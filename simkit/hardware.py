@@ -35,6 +35,9 @@ class CollectiveFit:
     bus_bandwidth_bytes_per_s: float
     backend: str = ""
     nproc: int = 0
+    points: tuple[tuple[float, float], ...] = ()
+    """Measured (bytes, seconds) medians at `nproc` ranks, smallest first; between them the measured
+    times are used instead of the fit (which can miss single sizes by 25% and more)."""
 
 
 @dataclass(frozen=True, eq=False)

@@ -95,8 +95,24 @@ def _collectives(loc: Located, data: dict, path: tuple) -> dict[str, CollectiveF
             out[name] = CollectiveFit(latency_s=_number(loc, coll[name], where, "latency_us", positive=False) * 1e-6,
                                       bus_bandwidth_bytes_per_s=_number(loc, coll[name], where,
                                                                         "bus_bandwidth_gb_per_s") * 1e9,
-                                      backend=str(coll.get("backend", "")), nproc=nproc)
+                                      backend=str(coll.get("backend", "")), nproc=nproc,
+                                      points=_collective_points(loc, coll[name], where))
     return out
+
+
+def _collective_points(loc: Located, item: dict, path: tuple) -> tuple[tuple[float, float], ...]:
+    """The measured (bytes, median seconds) of one collective, sorted by size (optional list)."""
+    rows = item.get("points") or []
+    if not isinstance(rows, list):
+        raise loc.error(path + ("points",), f"expected a list of {{bytes, time_s_median}}, got {type(rows).__name__}")
+    points = [(_number(loc, row, path + ("points", i), "bytes"), _number(loc, row, path + ("points", i), "time_s_median"))
+              for i, row in enumerate(rows)]
+    sizes = [size for size, _ in points]
+    repeated = sorted({size for size in sizes if sizes.count(size) > 1})
+    if repeated:
+        raise loc.error(path + ("points",), f"size {repeated[0]:.0f} bytes appears more than once; "
+                                            "each size may appear once")
+    return tuple(sorted(points))
 
 
 def _concurrent_matmul(loc: Located, data: dict, path: tuple) -> dict | None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 import pytest
 
 from simkit import hardware as hw
+from simkit.errors import SimkitError
 from simkit.cli import cli
 
 from samples import CALIBRATED_PROFILE_HEAD
@@ -176,3 +177,40 @@ def test_show_bad_profile_is_one_line(runner, write):
     result = runner.invoke(cli, ["hardware", "show", str(path)])
     assert result.exit_code == 2
     assert result.stderr == f"error: {path}:2: kind: 'devise' is not allowed here; expected kind: device\n"
+
+
+# ----------------------------------------------------------------------------- measured collective points
+POINTS = """\
+    all_reduce:
+      latency_us: 50.0
+      bus_bandwidth_gb_per_s: 3.1
+      points:
+        - {bytes: 16000000, time_s_median: 0.019}
+        - {bytes: 1000000, time_s_median: 0.001}
+"""
+
+
+def test_measured_collective_points_are_used_between_and_beyond_them(write):
+    from simkit.collectives import Fabric, collective_time, measured_time
+
+    d = hw.load_device(str(write(PROFILE.replace(
+        "    all_reduce: {latency_us: 50.0, bus_bandwidth_gb_per_s: 3.1}\n", POINTS), "cal.yaml")))
+    points = d.calibration.collectives["all_reduce"].points
+    assert points == ((1e6, 0.001), (16e6, 0.019))                       # sorted by size
+    # linear between the points; the last two points' slope (1.2 ns/byte) beyond; the smallest below
+    assert measured_time(points, 8.5e6) == pytest.approx(0.001 + 7.5e6 * 0.018 / 15e6)   # 10 ms
+    assert measured_time(points, 21e6) == pytest.approx(0.019 + 5e6 * 1.2e-9)           # 25 ms
+    assert measured_time(points, 1e3) == pytest.approx(0.001)
+    fabric = Fabric(2, 1, None, None, 1, d)
+    assert collective_time("all_reduce", 8.5e6, 2, fabric) == pytest.approx(0.010)
+    # 4 ranks were not measured: the alpha-beta fit, 1 latency + 2 * 3/4 * size / busbw
+    assert collective_time("all_reduce", 8.5e6, 4, fabric) == pytest.approx(50e-6 + 1.5 * 8.5e6 / 3.1e9)
+
+
+def test_repeated_collective_sizes_are_refused(write):
+    bad = POINTS.replace("bytes: 1000000,", "bytes: 16000000,")
+    path = write(PROFILE.replace("    all_reduce: {latency_us: 50.0, bus_bandwidth_gb_per_s: 3.1}\n", bad), "cal.yaml")
+    with pytest.raises(SimkitError) as err:
+        hw.load_device(str(path))
+    assert str(err.value) == (f"{path}:23: calibration.collectives.all_reduce.points: size 16000000 bytes appears "
+                              "more than once; each size may appear once")

@@ -117,7 +117,9 @@ def _show_calibration(c: hw.Calibration) -> list[str]:
         lines.append(f"    attention: {len(c.attention)} shapes")
     for name, fit in c.collectives.items():
         lines.append(f"    collectives.{name}: latency {_num(fit.latency_s * 1e6)} us, bus bandwidth "
-                     f"{_num(fit.bus_bandwidth_bytes_per_s / hw.GB)} GB/s ({fit.backend}, {fit.nproc} processes)")
+                     f"{_num(fit.bus_bandwidth_bytes_per_s / hw.GB)} GB/s ({fit.backend}, {fit.nproc} processes)"
+                     + (f"; measured times used from {_num(fit.points[0][0] / 2**10)} KiB to "
+                        f"{_num(fit.points[-1][0] / 2**20)} MiB at {fit.nproc} processes" if len(fit.points) >= 2 else ""))
     return lines
 
 

@@ -129,9 +129,11 @@ def _attention_shapes(gpu: bool, quick: bool) -> tuple[AttentionShape, ...]:
     from simkit.measure.attention import AttentionShape
 
     dtypes = ("bf16", "fp16") if gpu else ("fp32", "bf16")
-    dims = [(8, 16, 2048, 128)] if gpu else [(4, 8, 512, 64)]  # (batch, heads, seq_len, head_dim)
+    # (batch, heads, seq_len, head_dim); two sequence lengths at least: the rate depends strongly on it
+    # (bf16 SDPA backward on a 2-core Xeon: 13 GFLOP/s at 128 tokens, 37 at 512, 78 at 2048)
+    dims = [(8, 16, 2048, 128), (32, 16, 512, 128)] if gpu else [(8, 4, 128, 64), (4, 8, 512, 64)]
     if not quick:
-        dims += [(4, 16, 4096, 128), (8, 32, 1024, 64)] if gpu else [(2, 16, 1024, 128)]
+        dims += [(4, 16, 4096, 128), (8, 32, 1024, 64)] if gpu else [(2, 16, 1024, 128), (1, 8, 2048, 64)]
     return tuple(AttentionShape(batch=b, heads=h, seq_len=s, head_dim=d, dtype=t)
                  for t in dtypes for (b, h, s, d) in dims)
 

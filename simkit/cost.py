@@ -126,17 +126,26 @@ def memory_time(device: Device, nbytes, pattern: str = "triad"):
     return nbytes / bandwidth(device, nbytes, pattern)
 
 
+def _attention_table(rows: list[dict], key: str, seq_len, head_dim) -> np.ndarray:
+    """Measured attention rate at (seq_len, head_dim): the measured head_dim nearest (in log2), and
+    between its measured sequence lengths linear in log2(seq_len), the end values beyond them."""
+    s, d = np.broadcast_arrays(np.log2(np.asarray(seq_len, float)), np.log2(np.asarray(head_dim, float)))
+    dims = sorted({r["head_dim"] for r in rows})
+    per_dim = []
+    for dim in dims:
+        group = sorted((r["seq_len"], r[key]) for r in rows if r["head_dim"] == dim)
+        per_dim.append(np.interp(s, np.log2([g[0] for g in group]), [g[1] for g in group]))
+    nearest = np.argmin(np.abs(d[..., None] - np.log2(dims)), axis=-1)
+    return np.take_along_axis(np.stack(per_dim, -1), nearest[..., None], -1)[..., 0]
+
+
 def attention_rates(device: Device, dtype: str, seq_len, head_dim):
     """(forward, backward) FLOP/s of fused attention."""
     cal = device.calibration
     if cal is not None and cal.attention:
         rows = [r for r in cal.attention if r.get("dtype") == dtype] or list(cal.attention)
-        keys = np.log2([[r["seq_len"], r["head_dim"]] for r in rows])
-        q = np.log2(np.stack(np.broadcast_arrays(np.asarray(seq_len, float), np.asarray(head_dim, float)), -1))
-        idx = np.argmin(((q[..., None, :] - keys) ** 2).sum(-1), axis=-1)
-        fwd = np.array([r["forward_flop_per_s_median"] for r in rows])[idx]
-        bwd = np.array([r["backward_flop_per_s_median"] for r in rows])[idx]
-        return fwd, bwd
+        return (_attention_table(rows, "forward_flop_per_s_median", seq_len, head_dim),
+                _attention_table(rows, "backward_flop_per_s_median", seq_len, head_dim))
     peak = device.peak(dtype) or device.peak("fp32")
     if device.calibration is not None:   # calibrated without an attention table: use the GEMM rate
         rate = matmul_rate(device, dtype, seq_len, seq_len, head_dim)

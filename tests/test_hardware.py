@@ -214,3 +214,28 @@ def test_repeated_collective_sizes_are_refused(write):
         hw.load_device(str(path))
     assert str(err.value) == (f"{path}:23: calibration.collectives.all_reduce.points: size 16000000 bytes appears "
                               "more than once; each size may appear once")
+
+
+# ----------------------------------------------------------------------------- measured attention rates
+ATTENTION = """\
+  attention:
+    - {dtype: bf16, seq_len: 128, head_dim: 64, forward_flop_per_s_median: 1.0e+10, backward_flop_per_s_median: 4.0e+9}
+    - {dtype: bf16, seq_len: 512, head_dim: 64, forward_flop_per_s_median: 3.0e+10, backward_flop_per_s_median: 1.2e+10}
+    - {dtype: bf16, seq_len: 1024, head_dim: 128, forward_flop_per_s_median: 8.0e+10, backward_flop_per_s_median: 6.0e+10}
+"""
+
+
+def test_attention_rate_follows_the_measured_sequence_lengths(write):
+    from simkit import cost
+
+    d = hw.load_device(str(write(PROFILE.replace("  collectives:", ATTENTION + "  collectives:"), "cal.yaml")))
+    # 256 tokens lie half-way between 128 and 512 in log2: half-way between their rates
+    fwd, bwd = cost.attention_rates(d, "bf16", 256, 64)
+    assert (float(fwd), float(bwd)) == pytest.approx((2.0e10, 8.0e9))
+    # beyond the measured lengths the end value holds; head_dim 64 rows serve head_dim 80 (nearest in log2)
+    assert float(cost.attention_rates(d, "bf16", 64, 64)[0]) == pytest.approx(1.0e10)
+    assert float(cost.attention_rates(d, "bf16", 4096, 80)[1]) == pytest.approx(1.2e10)
+    assert float(cost.attention_rates(d, "bf16", 128, 128)[0]) == pytest.approx(8.0e10)   # the only d=128 row
+    # vectorized over plans, as the sweep calls it
+    rates = cost.attention_rates(d, "bf16", [128, 256, 512], [64, 64, 128])[0]
+    assert list(rates) == pytest.approx([1.0e10, 2.0e10, 8.0e10])

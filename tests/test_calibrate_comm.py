@@ -35,6 +35,12 @@ def test_comm_nproc_2_writes_collectives_to_the_profile(monkeypatch, tmp_path):
     assert collectives["all_reduce"].bus_bandwidth_bytes_per_s > 0
     assert collectives["all_reduce"].latency_s >= 0
     assert "all-reduce busbw GB/s" in res.output
+    concurrent = load_device(str(out)).calibration.concurrent_matmul
+    assert concurrent["flop_per_s"] > 0
+    # the concurrent GEMM is sampled before the collectives and after each of the three: 4 blocks of 9
+    assert "samples: 36" in out.read_text()
+    # and the measured per-size times travel with the fit
+    assert [size for size, _ in collectives["all_reduce"].points] == [4096, 65536]
 
 
 def test_emulated_reduce_scatter_is_named_and_consistent():

@@ -95,7 +95,8 @@ class CollectivesResult:
     threads_per_worker: int
     ops: dict[str, CollectiveResult]
     concurrent_matmul: dict | None = None
-    """fp32 GEMM per worker while all `nproc` workers multiply at once (comm_worker.concurrent_matmul)."""
+    """fp32 GEMM per worker while all `nproc` workers multiply at once, sampled before the collectives and
+    after each (comm_worker.concurrent_matmul)."""
 
 
 def summarize(raw: dict) -> CollectivesResult:

@@ -156,9 +156,11 @@ def measure(op: _Op, device: str, budget_s: float, args: argparse.Namespace) -> 
 CONCURRENT_GEMM = (1024, 1024, 1024)
 
 
-def concurrent_matmul(device: str, samples: int = 9) -> dict:
-    """fp32 GEMM throughput of one rank while every rank multiplies at once: what a data-parallel
-    worker gets when N workers share one machine's cores, caches and memory bandwidth."""
+def concurrent_matmul_times(device: str, samples: int = 9) -> list[float]:
+    """Seconds of one fp32 GEMM on this rank, `samples` times, while every rank multiplies at once:
+    what a data-parallel worker gets when N workers share one machine's cores, caches and memory
+    bandwidth. `main` takes such a block before the collectives and after each of them, so the
+    result spans the whole run instead of one moment of it."""
     m, n, k = CONCURRENT_GEMM
     a, b = torch.randn(m, k, device=device), torch.randn(k, n, device=device)
     c = torch.empty(m, n, device=device)
@@ -172,9 +174,17 @@ def concurrent_matmul(device: str, samples: int = 9) -> dict:
         torch.matmul(a, b, out=c)
         _sync(device)
         times.append(time.perf_counter() - began)
+    return times
+
+
+def concurrent_matmul(times: list[float]) -> dict:
+    """The profile entry from all blocks of `concurrent_matmul_times`: the median time of each rank,
+    the slowest rank's (it sets the pace of a DDP step)."""
+    m, n, k = CONCURRENT_GEMM
     median = sorted(times)[len(times) // 2]
-    slowest = _agree_max(median)[0]           # the slowest rank sets the pace of a DDP step
-    return {"m": m, "n": n, "k": k, "dtype": "fp32", "flop_per_s_median": 2.0 * m * n * k / slowest}
+    slowest = _agree_max(median)[0]
+    return {"m": m, "n": n, "k": k, "dtype": "fp32", "flop_per_s_median": 2.0 * m * n * k / slowest,
+            "samples": len(times)}
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -191,8 +201,8 @@ def main(argv: list[str] | None = None) -> None:
     ops, sizes = args.ops.split(","), [int(s) for s in args.sizes.split(",")]
     share = args.budget_s / (len(ops) * len(sizes))
     report = {"backend": dist.get_backend(), "nproc": world, "threads_per_worker": threads,
-              "device": args.device, "torch_version": torch.__version__, "ops": {},
-              "concurrent_matmul": concurrent_matmul(device)}
+              "device": args.device, "torch_version": torch.__version__, "ops": {}}
+    gemm_times = concurrent_matmul_times(device)
     for name in ops:
         points, algorithm = [], ""
         for size in sizes:
@@ -201,6 +211,8 @@ def main(argv: list[str] | None = None) -> None:
             points.append({"bytes": op.bytes, "seconds": seconds, "calls_per_sample": number})
             algorithm = op.algorithm
         report["ops"][name] = {"algorithm": algorithm, "points": points}
+        gemm_times += concurrent_matmul_times(device)
+    report["concurrent_matmul"] = concurrent_matmul(gemm_times)
     if rank == 0:
         tmp = f"{args.output}.tmp"
         with open(tmp, "w", encoding="utf-8") as fh:

@@ -29,14 +29,18 @@ time shows in /proc/stat), so one quiet run can sit lower than the next in every
      (max / min - 1, the larger of the two runs; `round_swing`), measured the same way (faster
      median / slower median - 1, so a halving is 100%). A machine that moved 20% between the
      rounds of one run can move 20% between two runs with nothing changed.
-  5. the slower run, at its best, stays short of the faster run's median: its best sample (highest
-     rate, lowest time) is more than `threshold` worse than the other median. Interference only
-     slows a kernel down, so the best sample shows what the machine can still do (Chen & Revels,
-     "Robust benchmarking in noisy environments", 2016: timing noise is overwhelmingly positive, so
-     the minimum time is the most stable estimator). A slower code path or a loaded machine slows
-     every sample; a neighbour that comes and goes does not.
+  5. the slower run, at its best, stays short of the faster run's median: its best samples (the
+     90th percentile of rates, the 10th of times: `best_sample`) are more than `threshold` worse
+     than the other median. Interference only slows a kernel down, so the fastest samples show what
+     the machine can still do (Chen & Revels, "Robust benchmarking in noisy environments", 2016:
+     timing noise is overwhelmingly positive, so the minimum time is the most stable estimator). A
+     slower code path or a loaded machine slows nearly every sample; a neighbour that comes and goes
+     for seconds does not. Not the single fastest sample: under busy loops that time-slice the
+     cores, one sample in 20 can still land in a slice with the cores free (seen on the CI VM: one
+     fp32 GEMM sample at full speed among 19 at a third of it).
 On a steady machine (rounds and samples wandering 1%) they move the smallest change caught
-reliably from about 7% to 10% (tests/test_history_rounds.py; README); a halving passes both by far.
+reliably from about 7% to 8-9% (simulated in README; tests/test_history_rounds.py); a halving passes
+both by far.
 """
 from __future__ import annotations
 
@@ -135,8 +139,8 @@ def compare(old_samples, new_samples, higher_is_better: bool, threshold: float =
     `baseline_runs`: the medians of the separate runs whose samples make up `old_samples`; with two
     or more, a change must also leave their run-to-run prediction range to count (condition 3).
     `within_run_swing`: see `round_swing`; a change must be larger to count (condition 4).
-    `best`: the best (old, new) sample; the slower side's best must miss the other side's median by
-    more than `threshold` to count (condition 5)."""
+    `best`: `best_sample` of (old, new); the slower side's must miss the other side's median by more
+    than `threshold` to count (condition 5)."""
     old = [float(x) for x in old_samples]
     new = [float(x) for x in new_samples]
     if not old or not new:
@@ -169,8 +173,8 @@ def compare(old_samples, new_samples, higher_is_better: bool, threshold: float =
         slower, faster = ("new", "old") if worse else ("old", "new")
         gap = _best_gap(best, old_median, new_median, worse)
         verdict = "noise"
-        note = (f"{pct} (p={p:.2g}) but the {slower} run's best sample is {100 * gap:+.1f}% from the "
-                f"{faster} median, within {100 * threshold:g}%: at its best the machine ran as fast")
+        note = (f"{pct} (p={p:.2g}) but the {slower} run's fastest tenth of samples is {100 * gap:+.1f}% "
+                f"from the {faster} median, within {100 * threshold:g}%: at its best the machine ran as fast")
     elif p < alpha:
         verdict = "regression" if worse else "improvement"
         note = ""
@@ -208,9 +212,15 @@ def _best_reaches(best, old_median, new_median, worse: bool, higher_is_better: b
     return (gap if higher_is_better else -gap) >= -threshold
 
 
+BEST_PERCENTILE = 90.0
+
+
 def best_sample(samples, higher_is_better: bool) -> float:
-    """The fastest sample: the highest rate or the lowest time."""
-    return max(samples) if higher_is_better else min(samples)
+    """What the fastest tenth of the samples reached: the 90th percentile of rates, the 10th of times
+    (numpy's linear interpolation; with one sample, that sample)."""
+    import numpy as np
+
+    return float(np.percentile(samples, BEST_PERCENTILE if higher_is_better else 100.0 - BEST_PERCENTILE))
 
 
 def round_swing(round_medians) -> float | None:

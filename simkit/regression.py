@@ -201,13 +201,13 @@ def _fold(a: float, b: float) -> float:
 
 
 def _best_gap(best: tuple[float, float], old_median: float, new_median: float, worse: bool) -> float:
-    """Relative distance of the slower side's best sample from the faster side's median."""
+    """Relative distance of the slower side's `best_sample` from the faster side's median."""
     old_best, new_best = best
     return _relative_change(old_median, new_best) if worse else _relative_change(new_median, old_best)
 
 
 def _best_reaches(best, old_median, new_median, worse: bool, higher_is_better: bool, threshold: float) -> bool:
-    """Condition 5: does the slower side's best sample come within `threshold` of the other median?"""
+    """Condition 5: does the slower side's `best_sample` come within `threshold` of the other median?"""
     gap = _best_gap(best, old_median, new_median, worse)
     return (gap if higher_is_better else -gap) >= -threshold
 

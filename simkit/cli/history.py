@@ -224,9 +224,9 @@ def check_cmd(baseline, threshold, alpha, history_file) -> None:
     Only records with the same fingerprint (host, device, driver/CUDA/torch versions, threads)
     are a baseline. A change counts when it is beyond --threshold, significant (Mann-Whitney on
     the round medians), larger than the swing between the rounds of either run, and not reached
-    by the slower run's fastest tenth of samples; with median-of-N (N >= 2) it must also fall outside the
-    run-to-run spread of those N runs. Exit 0 when nothing regressed or there is no baseline yet.
-    For CI and cron."""
+    by the slower run's fastest tenth of samples; with median-of-N (N >= 2) it must also fall
+    outside the run-to-run spread of those N runs. Exit 0 when nothing regressed or there is no
+    baseline yet. For CI and cron."""
     from simkit.history import baseline_records, pooled_benchmarks
 
     match = _BASELINE.match(baseline)

@@ -396,8 +396,7 @@ def _collectives_section(c: CollectivesResult) -> dict:
     if c.concurrent_matmul:
         section["concurrent_matmul"] = {**{key: c.concurrent_matmul[key] for key in ("m", "n", "k", "dtype")},
                                         "flop_per_s_median": _sig(c.concurrent_matmul["flop_per_s_median"]),
-                                        **({"samples": c.concurrent_matmul["samples"]}
-                                           if "samples" in c.concurrent_matmul else {})}
+                                        "samples": c.concurrent_matmul.get("samples")}
     for op, r in c.ops.items():
         section[op] = {
             "latency_us": _sig(r.latency_s * 1e6), "bus_bandwidth_gb_per_s": _sig(r.bus_bandwidth_bytes_per_s / 1e9),

@@ -166,20 +166,18 @@ def _micro_step(c: Categorical, n: Numeric, shape: Shape):
     top_m_fwd, top_m_bwd = _memory_times(w, dev, per_layer=False)
     top_g_fwd, top_g_bwd = top_g_fwd / cshare, top_g_bwd / cshare
     top_m_fwd, top_m_bwd = top_m_fwd / bshare, top_m_bwd / bshare
-    kernels = n.n_layers * _kernel_count(w, True) + _kernel_count(w, False)
-    kernels = kernels * (3 + (1 if c.checkpointing == "full" else 0))        # fwd + 2x bwd (+ recompute)
+    recomputes = 1 if c.checkpointing == "full" else 0
+    # launch cost of one pass over every op; the backward launches twice as many kernels
+    per_pass = (n.n_layers * _kernel_count(w, True) + _kernel_count(w, False)) * cost.DISPATCH_S
     fwd = n.n_layers * layer_fwd + top_g_fwd + top_m_fwd
     bwd = n.n_layers * layer_bwd + top_g_bwd + top_m_bwd
     rec = n.n_layers * layer_rec
-    dispatch = kernels * cost.DISPATCH_S
     if cost.is_host_device(dev):
-        # synchronous: every op pays its launch cost inside the pass that runs it (fwd 1, bwd 2, rec 1 share)
-        passes = 3 + (1 if c.checkpointing == "full" else 0)
-        fwd, bwd = fwd + dispatch / passes, bwd + 2 * dispatch / passes
-        rec = rec + (dispatch / passes if c.checkpointing == "full" else 0.0)
-        other = 0.0 * dispatch
-    else:
-        other = np.maximum(0.0, dispatch - (fwd + bwd + rec))   # launch-bound only when kernels are tiny
+        # synchronous: every op pays its launch cost inside the pass that runs it
+        fwd, bwd, rec = fwd + per_pass, bwd + 2 * per_pass, rec + recomputes * per_pass
+        other = 0.0 * per_pass
+    else:   # asynchronous: launch-bound only when kernels are tiny
+        other = np.maximum(0.0, (3 + recomputes) * per_pass - (fwd + bwd + rec))
     model_flops = 3.0 * sum(g.flops * (n.n_layers if g.per_layer else 1) for g in w.gemms)
     if w.attention is not None:
         model_flops = model_flops + 3.0 * n.n_layers * w.attention.flops_fwd   # backward = 2x forward by convention

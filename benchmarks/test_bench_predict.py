@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 
 from simkit.plan import load_plan
-from simkit.simulator import predict
-from simkit.sweep import run_sweep
+from simkit.model.step import predict
+from simkit.search.sweep import run_sweep
 
 ROOT = Path(__file__).resolve().parents[1]
 PLANS = ["gpt2-124m-rtx4090.yml", "bert-large-dgx-a100.yml", "llama2-7b-fsdp-8xa100.yml", "llama3-70b-64xh100.yml"]

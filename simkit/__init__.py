@@ -9,9 +9,9 @@ __version__ = "0.1.0"
 
 
 def predict(plan, overrides=()):
-    """Predict one training plan (a path, a mapping or a loaded Plan) -> simkit.simulator.Prediction."""
+    """Predict one training plan (a path, a mapping or a loaded Plan) -> simkit.model.step.Prediction."""
     from simkit.plan import load_plan
-    from simkit.simulator import predict as _predict
+    from simkit.model.step import predict as _predict
 
     return _predict(load_plan(plan, overrides))
 

@@ -10,9 +10,9 @@ from pathlib import Path
 from typing import Any, Literal, Optional
 
 from simkit import hardware as hw
-from simkit.errors import SimkitError, close_names
-from simkit.schema import build, spec
-from simkit.yamlio import Located, parse_yaml, read_yaml
+from simkit.core.errors import SimkitError, close_names
+from simkit.core.schema import build, spec
+from simkit.core.yamlio import Located, parse_yaml, read_yaml
 
 Precision = Literal["fp32", "tf32", "fp16", "bf16", "fp8"]
 

@@ -17,7 +17,7 @@ from click.testing import CliRunner
 
 torch = pytest.importorskip("torch")
 
-from simkit import calibrate as cal  # noqa: E402
+from simkit.measure import calibrate as cal  # noqa: E402
 from simkit.cli.calibrate import calibrate_cmd  # noqa: E402
 from simkit.hardware import load_device  # noqa: E402
 from simkit.measure import Target, gemm, timing  # noqa: E402
@@ -308,7 +308,7 @@ def test_cli_writes_a_loadable_profile_and_prints_a_summary(tiny_cli, tmp_path):
 
 
 def test_cli_appends_a_history_record(tiny_cli, tmp_path, monkeypatch):
-    from simkit.history import load_records
+    from simkit.track.history import load_records
 
     history = str(tmp_path / "history.jsonl")
     res = tiny_cli.invoke(calibrate_cmd, ["--device", "cpu", "--threads", "1", "--output", str(tmp_path / "c.yaml"),
@@ -322,7 +322,7 @@ def test_cli_appends_a_history_record(tiny_cli, tmp_path, monkeypatch):
 
 
 def test_cli_skips_history_when_the_module_is_missing(tiny_cli, tmp_path, monkeypatch):
-    monkeypatch.setitem(sys.modules, "simkit.history", None)  # import fails as if the file were absent
+    monkeypatch.setitem(sys.modules, "simkit.track.history", None)  # import fails as if the file were absent
     res = tiny_cli.invoke(calibrate_cmd, ["--device", "cpu", "--threads", "1", "--output", str(tmp_path / "c.yaml")])
     assert res.exit_code == 0, res.output
     assert "history not recorded" in res.output
@@ -350,7 +350,7 @@ def test_sigterm_leaves_an_earlier_profile_untouched(tmp_path):
     out.write_text("earlier profile\n")
     script = textwrap.dedent(f"""
         import pathlib, sys, time
-        import simkit.calibrate as cal
+        import simkit.measure.calibrate as cal
         from simkit.measure import attention
         def slow(*args, **kwargs):
             pathlib.Path({str(started)!r}).touch()

@@ -8,7 +8,7 @@ from click.testing import CliRunner
 
 pytest.importorskip("torch")
 
-from simkit import calibrate as cal  # noqa: E402
+from simkit.measure import calibrate as cal  # noqa: E402
 from simkit.cli.calibrate import calibrate_cmd  # noqa: E402
 from simkit.hardware import load_device  # noqa: E402
 from simkit.measure.attention import AttentionShape  # noqa: E402

@@ -11,7 +11,7 @@ import pytest
 torch = pytest.importorskip("torch")
 
 import simkit.measure  # noqa: E402
-from simkit import calibrate as cal  # noqa: E402
+from simkit.measure import calibrate as cal  # noqa: E402
 from simkit.hardware import load_device  # noqa: E402
 from simkit.measure import Target  # noqa: E402
 from simkit.measure.attention import AttentionShape  # noqa: E402
@@ -112,7 +112,7 @@ def test_cuda_plan_uses_gpu_sizes():
 
 
 def test_comm_on_cuda_needs_a_gpu_per_process(fake_cuda, monkeypatch):
-    from simkit.errors import SimkitError
+    from simkit.core.errors import SimkitError
 
     monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
     with pytest.raises(SimkitError, match="2 processes need as many GPUs; this machine has 1"):

@@ -9,7 +9,7 @@ import pytest
 from simkit import hardware as hw
 from simkit.cli import cli
 from simkit.plan import load_plan, model_presets
-from simkit.yamlio import read_yaml
+from simkit.core.yamlio import read_yaml
 
 REPO = Path(__file__).resolve().parent.parent
 HARDWARE = REPO / "hardware"

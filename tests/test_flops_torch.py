@@ -8,8 +8,8 @@ torch = pytest.importorskip("torch")
 from torch.utils.flop_counter import FlopCounterMode  # noqa: E402
 
 from simkit.measure.training import Transformer  # noqa: E402
-from simkit.precision import policy  # noqa: E402
-from simkit.workload import Shape, parameter_count, transformer_ops  # noqa: E402
+from simkit.model.precision import policy  # noqa: E402
+from simkit.model.workload import Shape, parameter_count, transformer_ops  # noqa: E402
 
 
 @pytest.mark.parametrize("mlp", ["gelu", "swiglu"])

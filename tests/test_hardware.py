@@ -4,7 +4,7 @@ from __future__ import annotations
 import pytest
 
 from simkit import hardware as hw
-from simkit.errors import SimkitError
+from simkit.core.errors import SimkitError
 from simkit.cli import cli
 
 from samples import CALIBRATED_PROFILE_HEAD
@@ -191,7 +191,7 @@ POINTS = """\
 
 
 def test_measured_collective_points_are_used_between_and_beyond_them(write):
-    from simkit.collectives import Fabric, collective_time, measured_time
+    from simkit.model.comm.collectives import Fabric, collective_time, measured_time
 
     d = hw.load_device(str(write(PROFILE.replace(
         "    all_reduce: {latency_us: 50.0, bus_bandwidth_gb_per_s: 3.1}\n", POINTS), "cal.yaml")))
@@ -226,7 +226,7 @@ ATTENTION = """\
 
 
 def test_attention_rate_follows_the_measured_sequence_lengths(write):
-    from simkit import cost
+    from simkit.model import cost
 
     d = hw.load_device(str(write(PROFILE.replace("  collectives:", ATTENTION + "  collectives:"), "cal.yaml")))
     # 256 tokens lie half-way between 128 and 512 in log2: half-way between their rates

@@ -5,8 +5,8 @@ import re
 
 import pytest
 
-from simkit import history
-from simkit.errors import SimkitError
+from simkit.track import history
+from simkit.core.errors import SimkitError
 
 FP = {"host": "box", "device_name": "cpu", "driver_version": None, "cuda_version": None,
       "torch_version": "2.13.0", "threads": 2}
@@ -200,7 +200,7 @@ def test_importing_history_is_cheap():
     import subprocess
     import sys
 
-    code = ("import sys, simkit.history, simkit.regression, simkit.cli.history; "
+    code = ("import sys, simkit.track.history, simkit.track.regression, simkit.cli.history; "
             "print(any(m in sys.modules for m in ('scipy', 'matplotlib', 'numpy')))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"

@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from simkit import history
+from simkit.track import history
 from simkit.cli import cli
 
 FP = {"host": "box", "device_name": "cpu", "driver_version": None, "cuda_version": None,

@@ -4,7 +4,7 @@ from __future__ import annotations
 import random
 
 from simkit.measure.timing import Rate
-from simkit.regression import compare, compare_benchmarks, independent_units
+from simkit.track.regression import compare, compare_benchmarks, independent_units
 
 
 def test_round_medians_follow_the_round_boundaries():

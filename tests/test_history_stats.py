@@ -4,7 +4,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from simkit.regression import (best_sample, change_points, compare, compare_benchmarks, compare_specs,
+from simkit.track.regression import (best_sample, change_points, compare, compare_benchmarks, compare_specs,
                                median_iqr, pool_runs, round_swing, smallest_p)
 
 
@@ -131,7 +131,7 @@ def test_flipping_better_direction_swaps_regression_and_improvement(old, new):
 
 
 def test_run_prediction_range_by_hand():
-    from simkit.regression import run_prediction_range
+    from simkit.track.regression import run_prediction_range
 
     assert run_prediction_range([100.0]) is None
     low, high = run_prediction_range([np.exp(-1), np.exp(1)])  # log median 0, MAD 1
@@ -141,7 +141,7 @@ def test_run_prediction_range_by_hand():
 
 
 def test_one_disturbed_baseline_run_does_not_widen_the_range():
-    from simkit.regression import run_prediction_range
+    from simkit.track.regression import run_prediction_range
 
     low, high = run_prediction_range([100, 102, 98, 101, 3.0])  # the last run shared the machine
     assert 90 < low < 100 < high < 110

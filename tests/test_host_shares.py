@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import pytest
 
-from simkit import cost
+from simkit.model import cost
 from simkit.hardware import load_device
 
 from samples import CALIBRATED_PROFILE_HEAD

@@ -12,7 +12,7 @@ import pytest
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
-from simkit.errors import SimkitError
+from simkit.core.errors import SimkitError
 from simkit.plan import load_plan
 
 from samples import CALIBRATED_PROFILE_HEAD

@@ -11,7 +11,7 @@ from pathlib import Path
 import yaml
 
 from simkit.plan import load_plan
-from simkit.simulator import predict
+from simkit.model.step import predict
 
 DATA = Path(__file__).parent / "data" / "published-dev.yaml"
 

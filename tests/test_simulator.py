@@ -9,11 +9,11 @@ import pytest
 from hypothesis import given, settings, strategies as st
 
 import simkit
-from simkit.memory import activation_bytes_per_layer
+from simkit.model.memory import activation_bytes_per_layer
 from simkit.plan import load_plan
-from simkit.precision import policy
-from simkit.simulator import predict
-from simkit.workload import Shape, parameter_count, transformer_ops
+from simkit.model.precision import policy
+from simkit.model.step import predict
+from simkit.model.workload import Shape, parameter_count, transformer_ops
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
 

@@ -10,9 +10,9 @@ import pytest
 pytest.importorskip("torch")
 
 from simkit.cli import cli  # noqa: E402
-from simkit.errors import SimkitError  # noqa: E402
+from simkit.core.errors import SimkitError  # noqa: E402
 from simkit.plan import load_plan  # noqa: E402
-from simkit import validate as v  # noqa: E402
+from simkit.validate import live as v  # noqa: E402
 
 TINY = {
     "model": {"n_layers": 2, "d_model": 64, "n_heads": 4, "n_kv_heads": 2, "d_ff": 128, "mlp": "swiglu",
@@ -205,7 +205,7 @@ def test_suite_plans_lists_yaml_files(tmp_path):
 def test_validation_plans_cover_the_required_variations():
     from pathlib import Path
 
-    from simkit.yamlio import read_yaml
+    from simkit.core.yamlio import read_yaml
 
     plans = [read_yaml(p).data for p in v.suite_plans(Path(__file__).parent.parent / "examples" / "validation")]
     seen = lambda section, key: {p[section].get(key) for p in plans}  # noqa: E731
@@ -269,7 +269,7 @@ def test_worker_config_probes_with_the_profiles_dtype_and_threads(write):
 
 
 def test_machine_speed_is_the_probe_over_the_profiles_rate(write):
-    from simkit import cost
+    from simkit.model import cost
 
     plan = plan_with(hardware={"device": str(write(PROFILE.format(threads=2), "cal-2.yaml"))})
     expected = float(cost.matmul_rate(plan.device, "fp32", 1024, 1024, 1024))

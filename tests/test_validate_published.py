@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 
 from simkit.cli import cli
-from simkit.errors import SimkitError
-from simkit.validate import load_published, score_published
+from simkit.core.errors import SimkitError
+from simkit.validate.published import load_published, score_published
 
 DATA = Path(__file__).parent / "data" / "published-dev.yaml"
 SUMMARY_KEYS = {"source", "count", "mape", "median_ape", "max_ape", "mean_error", "worst"}

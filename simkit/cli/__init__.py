@@ -8,7 +8,7 @@ import sys
 import click
 
 from simkit import __version__
-from simkit.errors import SimkitError
+from simkit.core.errors import SimkitError
 
 _COMMANDS = {
     "predict": ("simkit.cli.predict", "predict_cmd", "Predict step, epoch and total time and memory of a plan."),

@@ -6,9 +6,9 @@ import sys
 
 import click
 
-from simkit.calibrate import CalibrationResult, Settings, catalogue_device, check_settings, history_record, profile_text, run, summary_rows
-from simkit.errors import SimkitError
-from simkit.yamlio import write_atomic
+from simkit.measure.calibrate import CalibrationResult, Settings, catalogue_device, check_settings, history_record, profile_text, run, summary_rows
+from simkit.core.errors import SimkitError
+from simkit.core.yamlio import write_atomic
 
 EXIT_INTERRUPTED = 130
 
@@ -116,9 +116,9 @@ def _print_summary(result: CalibrationResult, output: str) -> None:
 
 def _append_history(result: CalibrationResult, path: str | None) -> None:
     try:
-        from simkit.history import append_record, resolve_path
+        from simkit.track.history import append_record, resolve_path
     except ModuleNotFoundError as exc:
-        if exc.name != "simkit.history":
+        if exc.name != "simkit.track.history":
             raise
         click.echo("note: history not recorded (simkit.history is not available in this version)", err=True)
         return

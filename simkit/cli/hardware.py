@@ -5,7 +5,7 @@ from __future__ import annotations
 import click
 
 from simkit import hardware as hw
-from simkit.errors import SimkitError, close_names
+from simkit.core.errors import SimkitError, close_names
 
 # (file key, unit, SI -> file-unit divisor) for the scalar facts shown by `show`
 _DEVICE_FACTS = (("memory_gib", "GiB", "memory_bytes", hw.GIB),

@@ -5,7 +5,7 @@ import re
 
 import click
 
-from simkit.errors import SimkitError, close_names
+from simkit.core.errors import SimkitError, close_names
 
 _HISTORY_HELP = ("History JSONL file. Default: $SIMKIT_HISTORY, else "
                  "$XDG_DATA_HOME/simkit/history.jsonl (~/.local/share/simkit/history.jsonl).")
@@ -26,7 +26,7 @@ def _stat_options(fn):
 
 
 def _load(history_file):
-    from simkit import history
+    from simkit.track import history
 
     path = history.resolve_path(history_file)
     records, warnings = history.load_records(path)
@@ -48,7 +48,7 @@ def _table(headers: list[str], rows: list[list[str]], right: set[int] = frozense
 
 def _value(value: float, unit: str, like: float | None = None) -> str:
     """`value` of SI `unit` with a readable prefix, e.g. '215.3 GFLOP/s' (scaled like `like`)."""
-    from simkit.history import display_scale
+    from simkit.track.history import display_scale
 
     divisor, label = display_scale(unit, value if like is None else like)
     digits = f"{value / divisor:#.4g}".rstrip(".")  # '#' keeps trailing zeros: 10.00, not 10
@@ -127,7 +127,7 @@ def show_cmd(record_ref, history_file) -> None:
     """Show one record: every benchmark with median, IQR and sample count.
 
     ID is a record id, a unique prefix of one, `last` or `last~N`."""
-    from simkit.history import find_record
+    from simkit.track.history import find_record
 
     path, records = _load(history_file)
     record = find_record(records, record_ref)
@@ -154,7 +154,7 @@ def show_cmd(record_ref, history_file) -> None:
 
 
 def _median_iqr(spec: dict) -> tuple[float, float]:
-    from simkit.regression import median_iqr
+    from simkit.track.regression import median_iqr
 
     if "median" in spec and "iqr" in spec:
         return float(spec["median"]), float(spec["iqr"])
@@ -170,7 +170,7 @@ def compare_cmd(old_ref, new_ref, threshold, alpha, history_file) -> None:
     """Compare record A (old) with record B (new), benchmark by benchmark.
 
     A and B are record ids, unique prefixes, `last` or `last~N`."""
-    from simkit.history import fingerprint_differences, find_record
+    from simkit.track.history import fingerprint_differences, find_record
 
     path, records = _load(history_file)
     old, new = find_record(records, old_ref), find_record(records, new_ref)
@@ -186,7 +186,7 @@ def compare_cmd(old_ref, new_ref, threshold, alpha, history_file) -> None:
 
 def _report(old: dict, new: dict, threshold: float, alpha: float, labels: tuple[str, str], empty: str) -> list:
     """Compare two benchmark mappings, print the table and summary; returns the comparisons."""
-    from simkit.regression import compare_benchmarks
+    from simkit.track.regression import compare_benchmarks
 
     results, only_old, only_new = compare_benchmarks(old, new, threshold / 100, alpha)
     if not results:
@@ -198,7 +198,7 @@ def _report(old: dict, new: dict, threshold: float, alpha: float, labels: tuple[
 
 
 def _summary(results, threshold, alpha) -> str:
-    from simkit.regression import smallest_p
+    from simkit.track.regression import smallest_p
 
     blind = sum(smallest_p(r.n_old, r.n_new) >= alpha for r in results)
     warning = (f"\nwarning: {blind} benchmark(s) have too few samples for the test ever to reach "
@@ -227,7 +227,7 @@ def check_cmd(baseline, threshold, alpha, history_file) -> None:
     by the slower run's fastest tenth of samples; with median-of-N (N >= 2) it must also fall
     outside the run-to-run spread of those N runs. Exit 0 when nothing regressed or there is no
     baseline yet. For CI and cron."""
-    from simkit.history import baseline_records, pooled_benchmarks
+    from simkit.track.history import baseline_records, pooled_benchmarks
 
     match = _BASELINE.match(baseline)
     if not match or (match.group(2) and int(match.group(2)) < 1):
@@ -262,7 +262,7 @@ def check_cmd(baseline, threshold, alpha, history_file) -> None:
         click.echo(f"FAIL: {len(regressed)} regression(s): "
                    + ", ".join(f"{r.name} ({r.change_pct:+.1f}%)" for r in regressed))
         click.get_current_context().exit(1)
-    from simkit.regression import smallest_p
+    from simkit.track.regression import smallest_p
 
     blind = sum(smallest_p(r.n_old, r.n_new) >= alpha for r in results)
     click.echo("OK: no regression" + (f" (but {blind} benchmark(s) could not be tested, see above)"
@@ -284,7 +284,7 @@ def plot_cmd(benchmark, output, all_setups, threshold, alpha, history_file) -> N
     point: a run that `check --baseline median-of-5` would flag against the runs before it since
     the previous change point (median moved more than --threshold percent, Mann-Whitney
     p < --alpha, and outside the run-to-run spread of those runs)."""
-    from simkit.history import plot_benchmark, same_fingerprint
+    from simkit.track.history import plot_benchmark, same_fingerprint
 
     path, records = _load(history_file)
     having = [r for r in records if benchmark in r["benchmarks"]]

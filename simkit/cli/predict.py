@@ -6,8 +6,8 @@ import sys
 
 import click
 
-from simkit.errors import SimkitError
-from simkit.units import human_bytes, human_count, human_duration
+from simkit.core.errors import SimkitError
+from simkit.core.units import human_bytes, human_count, human_duration
 
 SET_HELP = "Override a plan key, e.g. --set training.micro_batch_size=8 (repeatable)."
 
@@ -70,7 +70,7 @@ def format_prediction(plan, pred) -> str:
 def predict_cmd(plan_file, overrides, as_json):
     """Predict step time, throughput, MFU, epoch and total time, and memory per device of PLAN_FILE."""
     from simkit.plan import load_plan
-    from simkit.simulator import predict
+    from simkit.model.step import predict
 
     plan = load_plan(plan_file, overrides)
     pred = predict(plan)
@@ -90,8 +90,8 @@ def sweep_cmd(plan_file, varies, overrides, output):
     """Predict every combination of the varied keys of PLAN_FILE (vectorized); invalid rows get a reason."""
     import time
 
-    from simkit.sweep import run_sweep
-    from simkit.yamlio import write_atomic
+    from simkit.search.sweep import run_sweep
+    from simkit.core.yamlio import write_atomic
 
     t0 = time.perf_counter()
     df = run_sweep(plan_file, list(varies), tuple(overrides))
@@ -115,7 +115,7 @@ def sweep_cmd(plan_file, varies, overrides, output):
 @click.option("--precision", default="bf16", show_default=True, help="Dtype whose dense peak applies.")
 def estimate_cmd(params, tokens, device, devices, mfu, precision):
     """Quick answer: time = 6 x N x D / (devices x peak x MFU), with its assumptions."""
-    from simkit.estimate import DEFAULT_MFU, estimate
+    from simkit.model.estimate import DEFAULT_MFU, estimate
 
     for name, value in (("--params", params), ("--tokens", tokens)):
         if not value > 0 or value != value or value == float("inf"):

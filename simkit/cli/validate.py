@@ -7,16 +7,16 @@ from pathlib import Path
 
 import click
 
-from simkit import report
-from simkit.errors import SimkitError
+from simkit.report import plots, tables
+from simkit.core.errors import SimkitError
 
-_BREAKDOWN_COLUMNS = [("part", "part", report.plain), ("predicted_s", "predicted", report.seconds),
-                      ("measured_s", "measured", report.seconds), ("error", "error", report.percent),
-                      ("error_of_step", "off by (of step)", report.percent)]
-_SUITE_COLUMNS = [("name", "plan", report.plain), ("shape", "dp x mb x ga, precision", report.plain),
-                  ("predicted", "predicted", report.seconds), ("measured", "measured", report.seconds),
-                  ("iqr", "IQR", report.seconds), ("fastest", "fastest", report.seconds), ("error", "error", report.percent),
-                  ("machine", "machine", lambda x: "-" if x is None else f"{x:.2f}x"), ("worst_part", "most off", report.plain)]
+_BREAKDOWN_COLUMNS = [("part", "part", tables.plain), ("predicted_s", "predicted", tables.seconds),
+                      ("measured_s", "measured", tables.seconds), ("error", "error", tables.percent),
+                      ("error_of_step", "off by (of step)", tables.percent)]
+_SUITE_COLUMNS = [("name", "plan", tables.plain), ("shape", "dp x mb x ga, precision", tables.plain),
+                  ("predicted", "predicted", tables.seconds), ("measured", "measured", tables.seconds),
+                  ("iqr", "IQR", tables.seconds), ("fastest", "fastest", tables.seconds), ("error", "error", tables.percent),
+                  ("machine", "machine", lambda x: "-" if x is None else f"{x:.2f}x"), ("worst_part", "most off", tables.plain)]
 
 
 @click.command("validate")
@@ -52,7 +52,7 @@ def validate_cmd(plan, suite, published, steps, warmup, profiles, record, overri
         if profiles or record or overrides:
             raise SimkitError("--profile, --record and --set apply to live runs (PLAN or --suite), not --published")
         return _published(published, plot, as_json)
-    from simkit import validate as v
+    from simkit.validate import live as v
 
     paths = [Path(plan)] if plan else v.suite_plans(suite)
     options = dict(steps=steps, warmup=warmup, threads=threads, device=device, scale_down=not no_scale_down,
@@ -78,7 +78,7 @@ def validate_cmd(plan, suite, published, steps, warmup, profiles, record, overri
     if plot:
         points = [{"measured": r["measured"]["step_time_s"], "predicted": r["predicted"]["step_time_s"],
                    "group": Path(r["plan_file"]).stem} for r in results if "error" in r]
-        report.predicted_vs_measured_plot(points, plot, title="simkit validate: step time")
+        plots.predicted_vs_measured_plot(points, plot, title="simkit validate: step time")
     if as_json:
         doc = {"results": results, "summary": v.suite_summary(results)} if suite else results[0]
         click.echo(json.dumps(doc, indent=2, default=str))
@@ -87,7 +87,7 @@ def validate_cmd(plan, suite, published, steps, warmup, profiles, record, overri
 
 
 def _check_device(path: Path, profiles: tuple[str, ...]) -> None:
-    from simkit.yamlio import read_yaml
+    from simkit.core.yamlio import read_yaml
 
     for profile in profiles:
         if not Path(profile).exists():
@@ -101,7 +101,7 @@ def _check_device(path: Path, profiles: tuple[str, ...]) -> None:
 
 
 def _live_one(path: Path, profiles: tuple[str, ...], overrides: tuple[str, ...], options: dict) -> dict:
-    from simkit import validate as v
+    from simkit.validate import live as v
     from simkit.plan import load_plan
 
     _check_device(path, profiles)
@@ -120,11 +120,11 @@ def _live_text(r: dict) -> str:
              f"measured on {env['host']} ({env['device_name']}), torch {env['torch_version']}, "
              f"{workers} worker{'s' if workers > 1 else ''} x {env['threads']} thread{'s' if env['threads'] > 1 else ''}; "
              f"median of {r['steps']} steps after {r['warmup']} warm-up",
-             f"step time: predicted {report.seconds(p['step_time_s'])}, measured {report.seconds(m['step_time_s'])} "
-             f"(IQR {report.seconds(m['step_time_iqr_s'])}, fastest {report.seconds(m['step_time_min_s'])}), "
-             f"error {report.percent(r['error'])}"
+             f"step time: predicted {tables.seconds(p['step_time_s'])}, measured {tables.seconds(m['step_time_s'])} "
+             f"(IQR {tables.seconds(m['step_time_iqr_s'])}, fastest {tables.seconds(m['step_time_min_s'])}), "
+             f"error {tables.percent(r['error'])}"
              + (f"; machine at {r['machine_speed']:.2f}x the profile's speed" if r.get("machine_speed") else ""), "",
-             report.table(r["breakdown"], _BREAKDOWN_COLUMNS),
+             tables.table(r["breakdown"], _BREAKDOWN_COLUMNS),
              "  (measured backward includes recomputation; communication_total is not part of the step sum)"]
     lines += ["", "notes:"] + [f"  - {n}" for n in r["notes"]]
     return "\n".join(lines)
@@ -133,7 +133,7 @@ def _live_text(r: dict) -> str:
 def _worst_part(r: dict) -> str:
     rows = [row for row in r["breakdown"] if row["error_of_step"] is not None]
     row = max(rows, key=lambda x: abs(x["error_of_step"]))
-    return f"{row['part']} {report.percent(row['error_of_step'])}"
+    return f"{row['part']} {tables.percent(row['error_of_step'])}"
 
 
 def _suite_text(results: list[dict], summary: dict) -> str:
@@ -149,22 +149,22 @@ def _suite_text(results: list[dict], summary: dict) -> str:
                      "predicted": r["predicted"]["step_time_s"], "measured": r["measured"]["step_time_s"],
                      "iqr": r["measured"]["step_time_iqr_s"], "fastest": r["measured"]["step_time_min_s"],
                      "error": r["error"], "machine": r.get("machine_speed"), "worst_part": _worst_part(r)})
-    lines = [report.table(rows, _SUITE_COLUMNS), ""]
+    lines = [tables.table(rows, _SUITE_COLUMNS), ""]
     if summary["count"]:
         lines.append(f"{summary['count']} plans measured, {summary['failed']} failed: MAE (mean |error|) "
-                     f"{report.percent(summary['mae'], signed=False)}, median {report.percent(summary['median_ae'], signed=False)}, "
-                     f"max {report.percent(summary['max_ae'], signed=False)}, mean signed error {report.percent(summary['mean_error'])}")
+                     f"{tables.percent(summary['mae'], signed=False)}, median {tables.percent(summary['median_ae'], signed=False)}, "
+                     f"max {tables.percent(summary['max_ae'], signed=False)}, mean signed error {tables.percent(summary['mean_error'])}")
         if summary.get("speed"):
             sp = summary["speed"]
             lines.append(f"machine: a GEMM timed around each plan ran at {sp['low']:.2f}x-{sp['high']:.2f}x the profile's "
                          f"speed (median {sp['median']:.2f}x). Diagnostic only: with every predicted step divided by "
-                         f"that factor, MAE {report.percent(sp['adjusted_mae'], signed=False)}, mean signed error "
-                         f"{report.percent(sp['adjusted_mean_error'])}")
+                         f"that factor, MAE {tables.percent(sp['adjusted_mae'], signed=False)}, mean signed error "
+                         f"{tables.percent(sp['adjusted_mean_error'])}")
         lines += ["", "which parts of the step the prediction gets wrong (predicted - measured, as a share of the "
                   "measured step, averaged over plans):",
-                  report.table(summary["parts"], [("part", "part", report.plain),
-                                                  ("mean_error_of_step", "mean", report.percent),
-                                                  ("mean_abs_error_of_step", "mean |.|", lambda x: report.percent(x, False))],
+                  tables.table(summary["parts"], [("part", "part", tables.plain),
+                                                  ("mean_error_of_step", "mean", tables.percent),
+                                                  ("mean_abs_error_of_step", "mean |.|", lambda x: tables.percent(x, False))],
                                indent="  ")]
     else:
         lines.append(f"no plan could be measured ({summary['failed']} failed)")
@@ -172,13 +172,13 @@ def _suite_text(results: list[dict], summary: dict) -> str:
 
 
 def _published(path: str, plot: str | None, as_json: bool) -> None:
-    from simkit import validate as v
+    from simkit.validate import published as v
 
     score = v.score_published(v.load_published(path))
     if plot:
         points = [{"measured": c["measured_step_time_s"], "predicted": c["predicted_step_time_s"], "group": c["source"]}
                   for c in score["cases"]]
-        report.predicted_vs_measured_plot(points, plot, title=f"simkit vs published: {Path(path).name}")
+        plots.predicted_vs_measured_plot(points, plot, title=f"simkit vs published: {Path(path).name}")
     if as_json:
         click.echo(json.dumps(score, indent=2))
         return
@@ -186,18 +186,18 @@ def _published(path: str, plot: str | None, as_json: bool) -> None:
 
 
 def _published_text(path: str, score: dict) -> str:
-    pct = lambda x: report.percent(x, signed=False)  # noqa: E731
-    cols = [("source", "source", report.plain), ("count", "cases", str), ("mape", "MAPE", pct),
-            ("median_ape", "median APE", pct), ("max_ape", "max APE", pct), ("mean_error", "mean error", report.percent)]
+    pct = lambda x: tables.percent(x, signed=False)  # noqa: E731
+    cols = [("source", "source", tables.plain), ("count", "cases", str), ("mape", "MAPE", pct),
+            ("median_ape", "median APE", pct), ("max_ape", "max APE", pct), ("mean_error", "mean error", tables.percent)]
     lines = [f"{path}: {len(score['cases'])} cases predicted, {len(score['skipped'])} skipped", "",
-             report.table(score["sources"], cols)]
+             tables.table(score["sources"], cols)]
     for s in score["sources"]:
         if s["source"] == "all":
             continue
         lines += ["", f"worst cases, {s['source']}:",
-                  report.table(s["worst"], [("id", "id", report.plain), ("predicted_step_time_s", "predicted", report.seconds),
-                                            ("measured_step_time_s", "measured", report.seconds),
-                                            ("error", "error", report.percent)], indent="  ")]
+                  tables.table(s["worst"], [("id", "id", tables.plain), ("predicted_step_time_s", "predicted", tables.seconds),
+                                            ("measured_step_time_s", "measured", tables.seconds),
+                                            ("error", "error", tables.percent)], indent="  ")]
     if score["skipped"]:
         lines += ["", "skipped:"] + [f"  {c['id']}: {c['reason']}" for c in score["skipped"][:10]]
         if len(score["skipped"]) > 10:

@@ -25,7 +25,7 @@ ARRAYS = {"copy": 2, "triad": 3, "optimizer_step": 4, "first_touch": 1, "cross_e
 KERNEL_PATTERNS = ("cross_entropy", "gelu", "layer_norm")
 """Forward + backward of the memory-bound training kernels whose arithmetic (exp, log, erf, row
 reductions) can make them slower than a plain stream on a CPU. Bytes are counted the way
-simkit.workload counts them (fp32): cross-entropy 32 B per logit (forward: read the logits, write,
+simkit.model.workload counts them (fp32): cross-entropy 32 B per logit (forward: read the logits, write,
 read and reduce the log-softmax; backward: write the gradient), GELU and LayerNorm 24 B per element
 (forward read + write, backward twice that). Measured up to KERNEL_MAX_BYTES per working set."""
 KERNEL_MAX_BYTES = 64 * 2**20

@@ -20,7 +20,7 @@ from typing import Callable
 
 import numpy as np
 
-from simkit.errors import SimkitError
+from simkit.core.errors import SimkitError
 from simkit.measure.timing import median_iqr
 
 OPS = ("all_reduce", "reduce_scatter", "all_gather")

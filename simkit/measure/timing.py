@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from typing import Callable, Iterator
 
 from simkit.measure import Target
-from simkit.regression import median_iqr  # the one definition, shared with the history store
+from simkit.track.regression import median_iqr  # the one definition, shared with the history store
 
 NOISY_IQR_FRACTION = 0.1
 """A result whose IQR exceeds this fraction of its median is flagged as noisy."""

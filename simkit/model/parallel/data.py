@@ -1,4 +1,4 @@
-"""Data and tensor parallelism: what is communicated per step and how much of it hides behind compute.
+"""Data parallelism: what is communicated per step and how much of it hides behind compute.
 
 - DDP (zero_stage 0): one gradient all-reduce per optimizer step (no_sync during accumulation) in
   25 MiB buckets that start as soon as their gradients are ready, overlapping the backward pass
@@ -9,8 +9,6 @@
 - ZeRO-3 / FSDP FULL_SHARD: per micro-step an all-gather of each layer's weights before its forward,
   again before its backward, and a reduce-scatter of its gradients; prefetching overlaps these with
   the neighbouring layer's compute (Zhao et al. 2023, "PyTorch FSDP", Sec. 3.3-3.4).
-- Tensor parallel (Megatron, Shoeybi et al. 2019): two all-reduces of the activations per layer in
-  forward and two in backward, on the critical path.
 """
 from __future__ import annotations
 
@@ -18,8 +16,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from simkit.collectives import Fabric, collective_time
-from simkit.memory import DDP_BUCKET_BYTES
+from simkit.model.comm.collectives import Fabric, collective_time
+from simkit.model.memory import DDP_BUCKET_BYTES
 
 
 @dataclass
@@ -67,9 +65,3 @@ def _data_parallel_comm(zero_stage, params_local, params_per_layer_local, n_laye
     rs_exposed = np.maximum(rs - compute.bwd_micro, rs / buckets)
     n_rs = accum if zero_stage == 2 else 1
     return CommTimes(n_rs * rs + ag, n_rs * rs_exposed + ag)
-
-
-def tensor_parallel_comm(*, tokens, d_model, n_layers, accum, tp, act_bytes: int, fabric: Fabric) -> CommTimes:
-    per_layer = 4 * collective_time("all_reduce", tokens * d_model * act_bytes, tp, fabric)
-    total = accum * n_layers * per_layer
-    return CommTimes(total, total)

@@ -29,7 +29,7 @@ def estimate(*, params: float, tokens: float, device: str, devices: int, mfu: fl
     dev = load_device(device)
     peak = dev.peak(precision)
     if peak is None:
-        from simkit.errors import SimkitError
+        from simkit.core.errors import SimkitError
 
         raise SimkitError(f"device {device!r} has no {precision} peak; allowed: {', '.join(dev.peak_flop_per_s)}",
                           key="--precision")

@@ -18,7 +18,7 @@ import subprocess
 from datetime import datetime, timezone
 from pathlib import Path
 
-from simkit.errors import SimkitError
+from simkit.core.errors import SimkitError
 
 FINGERPRINT_KEYS = ("host", "device_name", "driver_version", "cuda_version", "torch_version", "threads")
 """Two records are comparable when all of these are equal."""
@@ -55,7 +55,7 @@ def same_fingerprint(a: dict, b: dict) -> bool:
 
 def benchmark_entry(samples, unit: str, higher_is_better: bool) -> dict:
     """One ``benchmarks`` value of a record: raw samples plus their median and IQR."""
-    from simkit.regression import median_iqr
+    from simkit.track.regression import median_iqr
 
     values = [float(x) for x in samples]
     median, iqr = median_iqr(values)
@@ -105,7 +105,7 @@ def record_problem(record) -> str | None:
 
 def _completed(record: dict) -> dict:
     """A copy of `record` with id, timestamp, git_revision, and each benchmark's median/IQR filled."""
-    from simkit.regression import median_iqr
+    from simkit.track.regression import median_iqr
 
     problem = record_problem(record)
     if problem:
@@ -244,7 +244,7 @@ def pooled_benchmarks(records: list[dict]) -> dict:
     """One ``benchmarks`` mapping standing for all `records` (oldest first): per benchmark, the
     entries of the records that have it put together by `regression.pool_runs` (samples pooled, each
     run's median kept as "run_medians", the largest within-run swing as "round_swing")."""
-    from simkit.regression import pool_runs
+    from simkit.track.regression import pool_runs
 
     names = dict.fromkeys(name for record in records for name in record["benchmarks"])
     return {name: pool_runs([r["benchmarks"][name] for r in records if name in r["benchmarks"]])
@@ -283,7 +283,7 @@ def plot_benchmark(records: list[dict], name: str, output: str | os.PathLike,
     import matplotlib.pyplot as plt
     import numpy as np
 
-    from simkit.regression import change_points
+    from simkit.track.regression import change_points
 
     specs = [r["benchmarks"][name] for r in records]
     higher_is_better = bool(specs[-1].get("higher_is_better", True))

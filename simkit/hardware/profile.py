@@ -6,9 +6,9 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from simkit.errors import close_names
-from simkit.hardware import DTYPES, Calibration, CollectiveFit, MatmulPoint
-from simkit.yamlio import Located
+from simkit.core.errors import close_names
+from simkit.hardware.types import DTYPES, Calibration, CollectiveFit, MatmulPoint
+from simkit.core.yamlio import Located
 
 COLLECTIVES = ("all_reduce", "reduce_scatter", "all_gather")
 BANDWIDTH_PATTERNS = ("copy", "triad", "optimizer_step", "first_touch", "cross_entropy", "gelu", "layer_norm")

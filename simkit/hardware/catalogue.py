@@ -1,100 +1,16 @@
-"""Hardware profiles: devices, interconnects and systems, loaded from the YAML catalogue in
-`hardware/` (or from a calibrated profile file) and converted once to SI units."""
+"""The hardware catalogue: devices, interconnects and systems, loaded from the YAML files in `hardware/`
+(or from a calibrated profile file) and converted once to SI units."""
 from __future__ import annotations
 
 import functools
 import math
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from simkit.errors import SimkitError, close_names
-from simkit.yamlio import Located, read_yaml
-
-KINDS = ("device", "interconnect", "system")
-DTYPES = ("fp32", "tf32", "fp16", "bf16", "fp8")
-GIB = 2**30
-GB = 1e9
-TFLOP = 1e12
-
-
-@dataclass(frozen=True)
-class MatmulPoint:
-    m: int
-    n: int
-    k: int
-    flop_per_s: float
-    flop_per_s_iqr: float = 0.0
-
-
-@dataclass(frozen=True)
-class CollectiveFit:
-    """Alpha-beta fit of one measured collective (nccl-tests conventions)."""
-
-    latency_s: float
-    bus_bandwidth_bytes_per_s: float
-    backend: str = ""
-    nproc: int = 0
-    points: tuple[tuple[float, float], ...] = ()
-    """Measured (bytes, seconds) medians at `nproc` ranks, smallest first; between them the measured
-    times are used instead of the fit (which can miss single sizes by 25% and more)."""
-
-
-@dataclass(frozen=True, eq=False)
-class Calibration:
-    """What `simkit calibrate` measured; absent for catalogue entries."""
-
-    date: str
-    environment: dict
-    matmul: dict[str, tuple[MatmulPoint, ...]]
-    memory_bandwidth: dict[str, tuple[tuple[float, float, float], ...]]  # pattern -> (bytes, B/s, iqr)
-    attention: tuple[dict, ...]
-    collectives: dict[str, CollectiveFit]
-    raw: dict = field(repr=False, default_factory=dict)
-    concurrent_matmul: dict | None = None   # {m, n, k, flop_per_s, nproc}: one worker's GEMM rate under N-way load
-
-
-@dataclass(frozen=True, eq=False)   # hashed by identity: profiles are cached per file
-class Device:
-    name: str
-    description: str
-    memory_bytes: float
-    memory_bandwidth_bytes_per_s: float
-    peak_flop_per_s: dict[str, float]
-    matmul_efficiency: dict[str, float]            # dtype or 'default' -> fraction of peak
-    memory_bandwidth_efficiency: float | None = None
-    price_per_hour_usd: float | None = None
-    calibration: Calibration | None = None
-    sources: dict[str, str] = field(default_factory=dict, repr=False)
-    path: str = ""
-
-    def peak(self, dtype: str) -> float | None:
-        return self.peak_flop_per_s.get(dtype)
-
-    def efficiency(self, dtype: str) -> float:
-        return self.matmul_efficiency.get(dtype, self.matmul_efficiency.get("default", 1.0))
-
-
-@dataclass(frozen=True)
-class Interconnect:
-    name: str
-    description: str
-    bandwidth_bytes_per_s: float   # per direction, per device (or per NIC)
-    latency_s: float
-    efficiency: float | None = None
-    sources: dict[str, str] = field(default_factory=dict, repr=False)
-
-
-@dataclass(frozen=True)
-class System:
-    name: str
-    description: str
-    source: str
-    device: str
-    devices_per_node: int
-    intra_node: str | None
-    inter_node: str | None
-    inter_node_links: int
+from simkit.core.errors import SimkitError, close_names
+from simkit.core.yamlio import Located, read_yaml
+from simkit.hardware.profile import parse_calibration
+from simkit.hardware.types import DTYPES, GB, GIB, KINDS, TFLOP, Device, Interconnect, System
 
 
 # ----------------------------------------------------------------------------- catalogue files
@@ -110,7 +26,7 @@ def catalogue_dir() -> Path:
     for location in (spec.submodule_search_locations or []) if spec else []:
         if (Path(location) / "devices").is_dir():
             return Path(location)
-    return Path(__file__).resolve().parent.parent / "hardware"
+    return Path(__file__).resolve().parents[2] / "hardware"
 
 
 def _folder(kind: str) -> str:
@@ -225,8 +141,6 @@ def parse_device(loc: Located) -> Device:
     price, sources["price_per_hour_usd"] = _fact(loc, data, (), "price_per_hour_usd", required=False)
     calibration = None
     if data.get("calibration") is not None:
-        from simkit.profile import parse_calibration  # calibrated profiles only
-
         calibration = parse_calibration(loc, data["calibration"], ("calibration",))
     return Device(
         name=_str(loc, data, (), "name"), description=_str(loc, data, (), "description", "") or "",

@@ -14,12 +14,12 @@ import functools
 import math
 from pathlib import Path
 
-from simkit.yamlio import read_yaml
+from simkit.core.yamlio import read_yaml
 
 
 @functools.lru_cache(maxsize=1)
 def known_errors() -> dict:
-    return read_yaml(Path(__file__).resolve().parent / "presets" / "model_error.yaml").data
+    return read_yaml(Path(__file__).resolve().parents[1] / "presets" / "model_error.yaml").data
 
 
 def calibration_spread(device) -> float:

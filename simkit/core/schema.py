@@ -11,8 +11,8 @@ import math
 import typing
 from typing import Any, Literal, get_args, get_origin
 
-from simkit.errors import SimkitError, close_names
-from simkit.yamlio import Located
+from simkit.core.errors import SimkitError, close_names
+from simkit.core.yamlio import Located
 
 _NoneType = type(None)
 

@@ -1,11 +1,8 @@
-"""Holding predictions against reality: live training runs on this machine, and published measurements.
+"""Holding predictions against live training runs on this machine.
 
-Live: `validate_live(plan, ...)` picks a variant of the plan that fits this machine, predicts it,
-trains it for real (simkit.measure.training, under torchrun for data_parallel > 1) and compares the
-step time and its breakdown. Published: `score_published(load_published(path))` predicts every case
-of a published-cases file and summarizes the errors per source.
-
-Nothing here prints. Errors are fractions: error = (predicted - measured) / measured, ape = |error|.
+`validate_live(plan, ...)` picks a variant of the plan that fits this machine, predicts it, trains it
+for real (simkit.measure.training, under torchrun for data_parallel > 1) and compares the step time and
+its breakdown; `suite_summary` sums up a folder of plans. Nothing here prints.
 """
 from __future__ import annotations
 
@@ -17,14 +14,12 @@ import statistics
 import subprocess
 import sys
 import tempfile
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
 
-from simkit.errors import SimkitError
-from simkit.plan import Plan, load_plan_located
-from simkit.precision import policy
-from simkit.yamlio import Located, read_yaml
+from simkit.core.errors import SimkitError
+from simkit.model.precision import policy
+from simkit.plan import Plan
+from simkit.validate.common import PredictFn, default_predict, prediction_dict, relative_error
 
 MAX_STEP_S = 60.0            # a variant is chosen when the plan's predicted step is longer than this
 MEMORY_FRACTION = 0.8        # share of the available memory a live run may plan to use
@@ -34,39 +29,12 @@ PAGE_FAULT_NOTE = 1000       # mention page faults above this many per step
 BREAKDOWN_KEYS = ("forward", "backward", "recompute", "optimizer", "communication_exposed",
                   "communication_total", "other")
 
-PredictFn = Callable[[Plan], Any]
-
-
-def default_predict(plan: Plan):
-    from simkit.simulator import predict
-
-    return predict(plan)
-
-
-def prediction_dict(pred) -> dict:
-    """The parts of a simulator Prediction that validation compares and records."""
-    interval = getattr(pred, "step_time_interval_s", None)
-    return {"step_time_s": float(pred.step_time_s),
-            "step_time_interval_s": [float(x) for x in interval] if interval else None,
-            "breakdown_s": {k: float(v) for k, v in pred.breakdown_s.items()},
-            "tokens_per_s": _maybe_float(getattr(pred, "tokens_per_s", None)),
-            "mfu": _maybe_float(getattr(pred, "mfu", None))}
-
-
-def _maybe_float(x) -> float | None:
-    return None if x is None else float(x)
-
-
-def relative_error(predicted: float, measured: float) -> float:
-    return (predicted - measured) / measured
-
-
 # ----------------------------------------------------------------------------- fitting the machine
 def estimate_memory_bytes(plan: Plan) -> float:
     """Rough bytes one training worker needs: 16 per parameter (fp32 weight, grad, two Adam states)
     plus activations after Korthikanti et al. 2022, Sec. 4.1 (34*s*b*h + 5*a*s^2*b bytes per layer at
     2-byte activations; the score term only for eager attention), plus logits and their gradient."""
-    from simkit.workload import parameter_count
+    from simkit.model.workload import parameter_count
 
     m, t = plan.model, plan.training
     params = parameter_count(m.n_layers, m.d_model, m.n_heads, m.n_kv_heads, m.d_ff, m.vocab_size, m.mlp,
@@ -179,7 +147,7 @@ def worker_config(plan: Plan, *, steps: int, warmup: int, threads: int, device: 
 def machine_speed(plan: Plan, measured: dict) -> float | None:
     """The probe GEMM's rate during the measurement over the rate the profile gives that GEMM: 0.85
     means the machine ran 15% slower than when it was calibrated (None without a probe)."""
-    from simkit import cost
+    from simkit.model import cost
 
     probe = measured.get("probe")
     if not probe:
@@ -374,67 +342,3 @@ def _speed_summary(ok: list[dict]) -> dict | None:
     return {"count": len(timed), "low": min(speeds), "high": max(speeds), "median": statistics.median(speeds),
             "adjusted_mae": statistics.fmean(abs(e) for e in adjusted),
             "adjusted_mean_error": statistics.fmean(adjusted)}
-
-
-# ----------------------------------------------------------------------------- published cases
-@dataclass(frozen=True)
-class PublishedCase:
-    id: str
-    source: str
-    measured_step_time_s: float
-    plan: Located          # the case's plan keys, with their line numbers in the file
-
-
-def load_published(path: str | Path) -> list[PublishedCase]:
-    """Cases of a published-cases file: a YAML list of plans with `id`, `source` and `measured.step_time_s`."""
-    loc = read_yaml(path)
-    if not isinstance(loc.data, list):
-        raise loc.error((), "expected a list of cases (- id: ..., source: ..., model: ..., measured: ...)")
-    cases = []
-    for i, raw in enumerate(loc.data):
-        if not isinstance(raw, dict):
-            raise loc.error((i,), "expected a mapping with id, source, measured and the plan keys")
-        for key in ("id", "source", "measured"):
-            if key not in raw:
-                raise loc.error((i,), f"missing required key '{key}' in case {i + 1}")
-        step = (raw["measured"] or {}).get("step_time_s") if isinstance(raw["measured"], dict) else None
-        if isinstance(step, bool) or not isinstance(step, (int, float)) or step <= 0:
-            raise loc.error((i, "measured", "step_time_s"), f"{step!r} must be a positive number of seconds")
-        plan = {k: v for k, v in raw.items() if k not in ("id", "source", "measured")}
-        lines = {k[1:]: v for k, v in loc.lines.items() if k and k[0] == i}
-        cases.append(PublishedCase(str(raw["id"]), str(raw["source"]), float(step),
-                                   Located(data=plan, file=loc.file, lines=lines)))
-    return cases
-
-
-def score_published(cases: list[PublishedCase], predict_fn: PredictFn = default_predict, worst: int = 5) -> dict:
-    """Predict every case; per source (and 'all'): count, MAPE, median and max APE, the worst cases.
-
-    Returns {"cases": [...], "sources": [...], "skipped": [...]} of plain dicts; cases whose plan cannot
-    be loaded or predicted are listed under "skipped" with the reason."""
-    import pandas as pd
-
-    rows, skipped = [], []
-    for case in cases:
-        try:
-            plan = load_plan_located(Located(copy.deepcopy(case.plan.data), case.plan.file, case.plan.lines))
-            predicted = float(predict_fn(plan).step_time_s)
-        except (SimkitError, NotImplementedError) as exc:
-            skipped.append({"id": case.id, "source": case.source, "reason": str(exc)})
-            continue
-        err = relative_error(predicted, case.measured_step_time_s)
-        rows.append({"id": case.id, "source": case.source, "predicted_step_time_s": predicted,
-                     "measured_step_time_s": case.measured_step_time_s, "error": err, "ape": abs(err)})
-    frame = pd.DataFrame(rows, columns=["id", "source", "predicted_step_time_s", "measured_step_time_s", "error", "ape"])
-    groups = [(src, g) for src, g in frame.groupby("source", sort=True)] + [("all", frame)]
-    sources = [_source_summary(src, g, worst) for src, g in groups if len(g)]
-    return {"cases": rows, "sources": sources, "skipped": skipped}
-
-
-def _source_summary(source: str, g, worst: int) -> dict:
-    top = g.sort_values("ape", ascending=False).head(worst)
-    return {"source": source, "count": int(len(g)), "mape": float(g["ape"].mean()),
-            "median_ape": float(g["ape"].median()), "max_ape": float(g["ape"].max()),
-            "mean_error": float(g["error"].mean()),
-            "worst": [{"id": r.id, "error": float(r.error), "predicted_step_time_s": float(r.predicted_step_time_s),
-                       "measured_step_time_s": float(r.measured_step_time_s)} for r in top.itertuples()]}

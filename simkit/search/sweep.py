@@ -14,8 +14,8 @@ from typing import Any
 import numpy as np
 
 from simkit import plan as plan_mod
-from simkit.errors import SimkitError, close_names
-from simkit.simulator import BREAKDOWN_KEYS, Categorical, Numeric, simulate
+from simkit.core.errors import SimkitError, close_names
+from simkit.model.step import BREAKDOWN_KEYS, Categorical, Numeric, simulate
 
 NUMERIC_KEYS = {
     "model.n_layers", "model.d_model", "model.n_heads", "model.n_kv_heads", "model.d_ff", "model.vocab_size",

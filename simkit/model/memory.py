@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from simkit.precision import PrecisionPolicy
+from simkit.model.precision import PrecisionPolicy
 
 OPTIMIZER_STATES = {"adamw": 2, "adam": 2, "lamb": 2, "sgd": 1}
 DDP_BUCKET_BYTES = 25 * 2**20          # torch DDP bucket_cap_mb default

@@ -13,13 +13,14 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from simkit import cost
-from simkit.collectives import Fabric
+from simkit.model import cost
+from simkit.model.comm.collectives import Fabric
 from simkit.hardware import Device, Interconnect
-from simkit.memory import MemoryBreakdown, memory_per_device
-from simkit.parallelism import CommTimes, StepCompute, data_parallel_comm, tensor_parallel_comm
-from simkit.precision import policy
-from simkit.workload import Shape, StepWorkload, parameter_count, transformer_ops
+from simkit.model.memory import MemoryBreakdown, memory_per_device
+from simkit.model.parallel.data import CommTimes, StepCompute, data_parallel_comm
+from simkit.model.parallel.tensor import tensor_parallel_comm
+from simkit.model.precision import policy
+from simkit.model.workload import Shape, StepWorkload, parameter_count, transformer_ops
 
 # Bytes moved per parameter by one optimizer step (fp32 params, grads and states, multi-tensor
 # kernels): AdamW reads p, g, m, v and writes p, m, v (7 x 4 B); LAMB adds a second pass for the
@@ -289,7 +290,7 @@ def _f(x) -> float:
 
 def predict(plan) -> Prediction:
     """Predict one validated plan (simkit.plan.Plan)."""
-    from simkit.uncertainty import step_interval
+    from simkit.model.uncertainty import step_interval
 
     c, n = _categorical(plan), _numeric(plan)
     r = simulate(c, n)

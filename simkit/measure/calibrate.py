@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Callable, Iterator, Literal
 
 from simkit import __version__
-from simkit.errors import SimkitError
+from simkit.core.errors import SimkitError
 
 if TYPE_CHECKING:
     from simkit.measure.attention import AttentionResult, AttentionShape
@@ -420,7 +420,7 @@ def profile_text(result: CalibrationResult) -> str:
 
 # ----------------------------------------------------------------------------- history
 def _entry(unit: str, samples, round_medians=()) -> dict:
-    from simkit.history import benchmark_entry
+    from simkit.track.history import benchmark_entry
 
     entry = benchmark_entry([_sig(x, 6) for x in samples], unit, higher_is_better=True)
     if len(round_medians) > 1:
@@ -430,7 +430,7 @@ def _entry(unit: str, samples, round_medians=()) -> dict:
 
 def history_record(result: CalibrationResult) -> dict:
     """One record for the history store (docs/DESIGN.md, 'History record'); measured points only."""
-    from simkit.history import fingerprint_of, git_revision, new_record_id
+    from simkit.track.history import fingerprint_of, git_revision, new_record_id
 
     s = result.settings
     benchmarks = {}

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from simkit.precision import PrecisionPolicy
+from simkit.model.precision import PrecisionPolicy
 
 
 @dataclass

@@ -11,7 +11,7 @@ from typing import Any
 
 import yaml
 
-from simkit.errors import SimkitError
+from simkit.core.errors import SimkitError
 
 
 

@@ -84,7 +84,24 @@ def _attention(loc: Located, data: dict, path: tuple) -> tuple[dict, ...]:
 
 
 def _collectives(loc: Located, data: dict, path: tuple) -> dict[str, CollectiveFit]:
+    return _fits(loc, _mapping(loc, data.get("collectives"), path), path)
+
+
+def _inter_collectives(loc: Located, data: dict, path: tuple) -> dict[str, CollectiveFit]:
+    """The `inter_node` part of `collectives`: the same fits, measured over ranks on `nnodes` nodes."""
     coll = _mapping(loc, data.get("collectives"), path)
+    inter = coll.get("inter_node")
+    if inter is None:
+        return {}
+    where = path + ("inter_node",)
+    inter = _mapping(loc, inter, where)
+    nnodes = inter.get("nnodes")
+    if isinstance(nnodes, bool) or not isinstance(nnodes, int) or nnodes < 2:
+        raise loc.error(where + ("nnodes",), f"{nnodes!r} is not an integer >= 2 (the nodes the ranks spanned)")
+    return _fits(loc, {"backend": coll.get("backend", ""), **inter}, where, nnodes=nnodes)
+
+
+def _fits(loc: Located, coll: dict, path: tuple, nnodes: int = 1) -> dict[str, CollectiveFit]:
     nproc = coll.get("nproc", 0)
     if isinstance(nproc, bool) or not isinstance(nproc, int) or nproc < 0:
         raise loc.error(path + ("nproc",), f"{nproc!r} is not a non-negative integer")
@@ -96,7 +113,7 @@ def _collectives(loc: Located, data: dict, path: tuple) -> dict[str, CollectiveF
                                       bus_bandwidth_bytes_per_s=_number(loc, coll[name], where,
                                                                         "bus_bandwidth_gb_per_s") * 1e9,
                                       backend=str(coll.get("backend", "")), nproc=nproc,
-                                      points=_collective_points(loc, coll[name], where))
+                                      points=_collective_points(loc, coll[name], where), nnodes=nnodes)
     return out
 
 
@@ -134,4 +151,5 @@ def parse_calibration(loc: Located, data: Any, path: tuple) -> Calibration:
                        memory_bandwidth=_bandwidth(loc, data, path + ("memory_bandwidth",)),
                        attention=_attention(loc, data, path + ("attention",)),
                        collectives=_collectives(loc, data, path + ("collectives",)), raw=data,
+                       collectives_inter=_inter_collectives(loc, data, path + ("collectives",)),
                        concurrent_matmul=_concurrent_matmul(loc, data, path + ("collectives",)))

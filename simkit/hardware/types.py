@@ -31,6 +31,8 @@ class CollectiveFit:
     points: tuple[tuple[float, float], ...] = ()
     """Measured (bytes, seconds) medians at `nproc` ranks, smallest first; between them the measured
     times are used instead of the fit (which can miss single sizes by 25% and more)."""
+    nnodes: int = 1
+    """Nodes the measured ranks spanned: 1 for the intra-node section, > 1 for `inter_node`."""
 
 
 @dataclass(frozen=True, eq=False)
@@ -44,6 +46,8 @@ class Calibration:
     attention: tuple[dict, ...]
     collectives: dict[str, CollectiveFit]
     raw: dict = field(repr=False, default_factory=dict)
+    collectives_inter: dict[str, CollectiveFit] = field(default_factory=dict)
+    """Measured over ranks on several nodes (`calibrate --comm --nnodes M`): used for groups that span nodes."""
     concurrent_matmul: dict | None = None   # {m, n, k, flop_per_s, nproc}: one worker's GEMM rate under N-way load
 
 

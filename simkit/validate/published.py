@@ -12,6 +12,11 @@ from simkit.plan import load_plan_located
 from simkit.validate.common import PredictFn, default_predict, relative_error
 
 
+# Keys of a case that are not plan keys: what the source published (`measured`), which plan keys it did
+# not state (`assumed`) and what the plan format cannot express (`notes`).
+CASE_KEYS = ("id", "source", "measured", "assumed", "notes")
+
+
 @dataclass(frozen=True)
 class PublishedCase:
     id: str
@@ -35,7 +40,7 @@ def load_published(path: str | Path) -> list[PublishedCase]:
         step = (raw["measured"] or {}).get("step_time_s") if isinstance(raw["measured"], dict) else None
         if isinstance(step, bool) or not isinstance(step, (int, float)) or step <= 0:
             raise loc.error((i, "measured", "step_time_s"), f"{step!r} must be a positive number of seconds")
-        plan = {k: v for k, v in raw.items() if k not in ("id", "source", "measured")}
+        plan = {k: v for k, v in raw.items() if k not in CASE_KEYS}
         lines = {k[1:]: v for k, v in loc.lines.items() if k and k[0] == i}
         cases.append(PublishedCase(str(raw["id"]), str(raw["source"]), float(step),
                                    Located(data=plan, file=loc.file, lines=lines)))

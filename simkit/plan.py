@@ -52,10 +52,14 @@ class TrainingSpec:
 
 @dataclass(kw_only=True)
 class ParallelismSpec:
-    data_parallel: Optional[int] = spec(None, positive=True, doc="default: devices / (tp * pp)")
-    tensor_parallel: int = spec(1, positive=True)
-    pipeline_parallel: int = spec(1, positive=True)
-    zero_stage: int = spec(0, minimum=0, maximum=3, doc="0..3; FSDP FULL_SHARD = 3")
+    data_parallel: Optional[int] = spec(None, positive=True, doc="default: devices / (tp * pp * cp)")
+    tensor_parallel: int = spec(1, positive=True, doc="Megatron column/row split of every layer")
+    pipeline_parallel: int = spec(1, positive=True, doc="pipeline stages (1F1B schedule)")
+    virtual_pipeline_stages: int = spec(1, positive=True, doc="model chunks per pipeline rank; > 1 = interleaved 1F1B")
+    context_parallel: int = spec(1, positive=True, doc="ranks the sequence is split over (ring attention)")
+    sequence_parallel: bool = spec(True, doc="Megatron SP: norms/dropout sharded over the TP group (no effect at TP 1)")
+    tp_comm_overlap: bool = spec(False, doc="TP collectives overlapped with the GEMMs (userbuffers / async TP)")
+    zero_stage: int = spec(0, minimum=0, maximum=3, doc="0..3; FSDP FULL_SHARD = 3; 1 = distributed optimizer")
 
 
 @dataclass(kw_only=True)
@@ -190,8 +194,10 @@ def _resolve_hardware(loc: Located, spec_: PlanSpec) -> tuple:
         raise loc.error(("hardware", "intra_node"),
                         "required when devices_per_node > 1 (an interconnect name, e.g. nvlink3 or pcie4), "
                         "or use a profile calibrated with --comm")
-    if h.nodes > 1 and inter is None:
-        raise loc.error(("hardware", "inter_node"), "required when nodes > 1 (e.g. ib-hdr, roce-200g, eth-100g)")
+    has_measured_inter = device.calibration is not None and bool(device.calibration.collectives_inter)
+    if h.nodes > 1 and inter is None and not has_measured_inter:
+        raise loc.error(("hardware", "inter_node"), "required when nodes > 1 (e.g. ib-hdr, roce-200g, eth-100g), "
+                        "or use a profile calibrated across nodes (calibrate --comm --nnodes N)")
     return device, intra, inter
 
 
@@ -208,28 +214,52 @@ def _check_model(loc: Located, m: ModelSpec) -> None:
                         "allowed: a divisor of n_heads")
 
 
-def _check_parallelism(loc: Located, s: PlanSpec) -> None:
-    p, t, h, m = s.parallelism, s.training, s.hardware, s.model
-    devices = h.devices_per_node * h.nodes
+def _check_model_parallel(loc: Located, s: PlanSpec) -> None:
+    """Divisibility of heads, layers and sequence by the model-parallel sizes."""
+    p, m = s.parallelism, s.model
+    key = ("parallelism", "tensor_parallel")
     if m.n_heads % p.tensor_parallel:
-        raise loc.error(("parallelism", "tensor_parallel"),
-                        f"{p.tensor_parallel} does not divide n_heads {m.n_heads}; allowed: a divisor of n_heads")
-    if p.pipeline_parallel > 1:
-        if m.n_layers % p.pipeline_parallel:
-            raise loc.error(("parallelism", "pipeline_parallel"),
-                            f"{p.pipeline_parallel} does not divide n_layers {m.n_layers}")
-    model_parallel = p.tensor_parallel * p.pipeline_parallel
+        raise loc.error(key, f"{p.tensor_parallel} does not divide n_heads {m.n_heads}; allowed: a divisor of n_heads")
+    if m.n_kv_heads % p.tensor_parallel:
+        raise loc.error(key, f"{p.tensor_parallel} does not divide n_kv_heads {m.n_kv_heads}; allowed: a divisor "
+                             "of n_kv_heads (Megatron splits the key/value heads over the TP group)")
+    if p.pipeline_parallel > m.n_layers:
+        raise loc.error(("parallelism", "pipeline_parallel"),
+                        f"{p.pipeline_parallel} is more than n_layers {m.n_layers}; allowed: 1..{m.n_layers}")
+    if p.virtual_pipeline_stages > 1 and p.pipeline_parallel == 1:
+        raise loc.error(("parallelism", "virtual_pipeline_stages"),
+                        f"{p.virtual_pipeline_stages} needs pipeline_parallel > 1 (model chunks per pipeline rank)")
+    chunks = p.pipeline_parallel * p.virtual_pipeline_stages
+    if chunks > m.n_layers:
+        raise loc.error(("parallelism", "virtual_pipeline_stages"),
+                        f"pipeline_parallel {p.pipeline_parallel} x virtual_pipeline_stages "
+                        f"{p.virtual_pipeline_stages} = {chunks} model chunks for {m.n_layers} layers; each chunk "
+                        f"needs a layer (allowed: at most {m.n_layers // p.pipeline_parallel})")
+    if m.seq_len % p.context_parallel:
+        raise loc.error(("parallelism", "context_parallel"),
+                        f"{p.context_parallel} does not divide seq_len {m.seq_len}; allowed: a divisor of seq_len")
+    if p.context_parallel > 1 and m.attention != "fused":
+        raise loc.error(("parallelism", "context_parallel"),
+                        f"{p.context_parallel} needs model.attention: fused (ring attention runs fused kernels)")
+
+
+def _check_parallelism(loc: Located, s: PlanSpec) -> None:
+    p, t, h = s.parallelism, s.training, s.hardware
+    devices = h.devices_per_node * h.nodes
+    _check_model_parallel(loc, s)
+    model_parallel = p.tensor_parallel * p.pipeline_parallel * p.context_parallel
+    sizes = (f"tensor_parallel {p.tensor_parallel} x pipeline_parallel {p.pipeline_parallel} x context_parallel "
+             f"{p.context_parallel}")
     if p.data_parallel is None:
         if devices % model_parallel:
             raise loc.error(("parallelism", "tensor_parallel"),
-                            f"tensor_parallel x pipeline_parallel = {model_parallel} does not divide the "
-                            f"{devices} devices (devices_per_node {h.devices_per_node} x nodes {h.nodes})")
+                            f"{sizes} = {model_parallel} does not divide the {devices} devices "
+                            f"(devices_per_node {h.devices_per_node} x nodes {h.nodes})")
         p.data_parallel = devices // model_parallel
     if p.data_parallel * model_parallel != devices:
         raise loc.error(("parallelism", "data_parallel"),
-                        f"data_parallel {p.data_parallel} x tensor_parallel {p.tensor_parallel} x pipeline_parallel "
-                        f"{p.pipeline_parallel} = {p.data_parallel * model_parallel} != {devices} devices "
-                        f"(devices_per_node {h.devices_per_node} x nodes {h.nodes})")
+                        f"data_parallel {p.data_parallel} x {sizes} = {p.data_parallel * model_parallel} != "
+                        f"{devices} devices (devices_per_node {h.devices_per_node} x nodes {h.nodes})")
     per_step = t.micro_batch_size * p.data_parallel
     if t.grad_accum_steps is None:
         if t.global_batch_size % per_step:

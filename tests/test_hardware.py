@@ -134,7 +134,7 @@ def test_show_interconnect(runner):
     out = runner.invoke(cli, ["hardware", "show", "nvlink3"]).stdout
     assert out.startswith("interconnect nvlink3: ")
     assert "  bandwidth_gb_per_s               300 GB/s per direction\n" in out
-    assert "  latency_us                       8 us\n" in out
+    assert "  latency_us                       3.1 us\n" in out
     assert out.count("      source: ") == 3
 
 
@@ -192,6 +192,7 @@ POINTS = """\
 
 def test_measured_collective_points_are_used_between_and_beyond_them(write):
     from simkit.model.comm.collectives import Fabric, collective_time, measured_time
+    from simkit.model.comm.topology import group
 
     d = hw.load_device(str(write(PROFILE.replace(
         "    all_reduce: {latency_us: 50.0, bus_bandwidth_gb_per_s: 3.1}\n", POINTS), "cal.yaml")))
@@ -201,10 +202,11 @@ def test_measured_collective_points_are_used_between_and_beyond_them(write):
     assert measured_time(points, 8.5e6) == pytest.approx(0.001 + 7.5e6 * 0.018 / 15e6)   # 10 ms
     assert measured_time(points, 21e6) == pytest.approx(0.019 + 5e6 * 1.2e-9)           # 25 ms
     assert measured_time(points, 1e3) == pytest.approx(0.001)
-    fabric = Fabric(2, 1, None, None, 1, d)
-    assert collective_time("all_reduce", 8.5e6, 2, fabric) == pytest.approx(0.010)
-    # 4 ranks were not measured: the alpha-beta fit, 1 latency + 2 * 3/4 * size / busbw
-    assert collective_time("all_reduce", 8.5e6, 4, fabric) == pytest.approx(50e-6 + 1.5 * 8.5e6 / 3.1e9)
+    fabric = Fabric(d, None, None, 1, 4)
+    assert collective_time("all_reduce", 8.5e6, group(2, 1, 4), fabric) == pytest.approx(0.010)
+    # 4 ranks were not measured: the alpha-beta fit, its latency scaled by the ring steps (3 instead of 1)
+    # + 2 * 3/4 * size / busbw
+    assert collective_time("all_reduce", 8.5e6, group(4, 1, 4), fabric) == pytest.approx(3 * 50e-6 + 1.5 * 8.5e6 / 3.1e9)
 
 
 def test_repeated_collective_sizes_are_refused(write):

@@ -95,12 +95,12 @@ PLAN_CASES = [
      "{path}:12: training.grad_accum_steps: global_batch_size 32 != micro_batch_size 8 x grad_accum_steps 3 x "
      "data_parallel 1 = 24"),
     ("devices don't multiply out", [("  device: a100-80gb\n", MULTI), (APPEND, PARALLEL + "  data_parallel: 3\n")],
-     "{path}:18: parallelism.data_parallel: data_parallel 3 x tensor_parallel 1 x pipeline_parallel 1 = 3 != 4 "
-     "devices (devices_per_node 4 x nodes 1)"),
+     "{path}:18: parallelism.data_parallel: data_parallel 3 x tensor_parallel 1 x pipeline_parallel 1 x "
+     "context_parallel 1 = 3 != 4 devices (devices_per_node 4 x nodes 1)"),
     ("model parallel doesn't divide devices",
      [("n_heads: 12", "n_heads: 6"), ("  device: a100-80gb\n", MULTI), (APPEND, PARALLEL + "  tensor_parallel: 3\n")],
-     "{path}:18: parallelism.tensor_parallel: tensor_parallel x pipeline_parallel = 3 does not divide the 4 "
-     "devices (devices_per_node 4 x nodes 1)"),
+     "{path}:18: parallelism.tensor_parallel: tensor_parallel 3 x pipeline_parallel 1 x context_parallel 1 = 3 "
+     "does not divide the 4 devices (devices_per_node 4 x nodes 1)"),
     ("heads don't divide d_model", [("n_heads: 12", "n_heads: 11")],
      "{path}:4: model.n_heads: 11 does not divide d_model 768; allowed: a divisor of 768"),
     ("tensor_parallel doesn't divide heads",
@@ -108,9 +108,25 @@ PLAN_CASES = [
      "{path}:18: parallelism.tensor_parallel: 8 does not divide n_heads 12; allowed: a divisor of n_heads"),
     ("n_kv_heads doesn't divide n_heads", [("n_heads: 12\n", "n_heads: 12\n  n_kv_heads: 5\n")],
      "{path}:5: model.n_kv_heads: 5 does not divide n_heads 12; allowed: a divisor of n_heads"),
-    ("pipeline doesn't divide layers", [("n_layers: 12", "n_layers: 10"), ("  device: a100-80gb\n", MULTI),
-                                         (APPEND, PARALLEL + "  pipeline_parallel: 4\n")],
-     "{path}:18: parallelism.pipeline_parallel: 4 does not divide n_layers 10"),
+    ("more pipeline stages than layers", [("n_layers: 12", "n_layers: 2"), ("  device: a100-80gb\n", MULTI),
+                                          (APPEND, PARALLEL + "  pipeline_parallel: 4\n")],
+     "{path}:18: parallelism.pipeline_parallel: 4 is more than n_layers 2; allowed: 1..2"),
+    ("more model chunks than layers", [("  device: a100-80gb\n", MULTI),
+                                       (APPEND, PARALLEL + "  pipeline_parallel: 4\n  virtual_pipeline_stages: 4\n")],
+     "{path}:19: parallelism.virtual_pipeline_stages: pipeline_parallel 4 x virtual_pipeline_stages 4 = 16 model "
+     "chunks for 12 layers; each chunk needs a layer (allowed: at most 3)"),
+    ("virtual stages without a pipeline", [(APPEND, PARALLEL + "  virtual_pipeline_stages: 2\n")],
+     "{path}:16: parallelism.virtual_pipeline_stages: 2 needs pipeline_parallel > 1 (model chunks per pipeline rank)"),
+    ("context parallel doesn't divide seq_len", [("  device: a100-80gb\n", MULTI),
+                                                 (APPEND, PARALLEL + "  context_parallel: 3\n")],
+     "{path}:18: parallelism.context_parallel: 3 does not divide seq_len 1024; allowed: a divisor of seq_len"),
+    ("tensor parallel doesn't divide kv heads", [("n_heads: 12", "n_heads: 12\n  n_kv_heads: 2"),
+                                                 ("  device: a100-80gb\n", MULTI),
+                                                 (APPEND, PARALLEL + "  tensor_parallel: 4\n")],
+     "{path}:19: parallelism.tensor_parallel: 4 does not divide n_kv_heads 2; allowed: a divisor of n_kv_heads "
+     "(Megatron splits the key/value heads over the TP group)"),
+    ("sequence_parallel not a bool", [(APPEND, PARALLEL + "  sequence_parallel: maybe\n")],
+     "{path}:16: parallelism.sequence_parallel: 'maybe' is not true or false"),
     ("zero_stage above range", [(APPEND, PARALLEL + "  zero_stage: 4\n")],
      "{path}:16: parallelism.zero_stage: 4 is above the maximum 3 (allowed 0..3)"),
     ("zero_stage below range", [(APPEND, PARALLEL + "  zero_stage: -1\n")],
@@ -131,7 +147,8 @@ PLAN_CASES = [
      "{path}:13: hardware.intra_node: required when devices_per_node > 1 (an interconnect name, e.g. nvlink3 or "
      "pcie4), or use a profile calibrated with --comm"),
     ("several nodes, no inter_node", [("  device: a100-80gb\n", "  device: a100-80gb\n  nodes: 4\n")],
-     "{path}:13: hardware.inter_node: required when nodes > 1 (e.g. ib-hdr, roce-200g, eth-100g)"),
+     "{path}:13: hardware.inter_node: required when nodes > 1 (e.g. ib-hdr, roce-200g, eth-100g), or use a "
+     "profile calibrated across nodes (calibrate --comm --nnodes N)"),
     ("precision unsupported by device", [("precision: bf16", "precision: fp8")],
      "{path}:12: training.precision: 'fp8' is not supported by device 'a100-80gb'; allowed: fp32, tf32, fp16, bf16"),
     ("missing profile path", [("device: a100-80gb", "device: ./no-such-profile.yaml")],

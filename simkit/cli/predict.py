@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import json
-import sys
 
 import click
 
@@ -24,7 +23,14 @@ def _header(plan, pred) -> list[tuple[str, str]]:
     links = ", ".join(x for x in (plan.intra_node and f"intra-node {plan.intra_node.name}",
                                  plan.inter_node and f"inter-node {h.inter_node_links} x {plan.inter_node.name}") if x)
     hw = f"{plan.n_devices} x {plan.device.name} ({h.devices_per_node} per node x {h.nodes} node{'s' * (h.nodes > 1)})"
-    parallel = f"data_parallel {p.data_parallel}, tensor_parallel {p.tensor_parallel}, zero_stage {p.zero_stage}"
+    parallel = f"data_parallel {p.data_parallel}, tensor_parallel {p.tensor_parallel}"
+    if p.tensor_parallel > 1:
+        parallel += (f" (sequence_parallel {str(p.sequence_parallel).lower()}, "
+                     f"tp_comm_overlap {str(p.tp_comm_overlap).lower()})")
+    parallel += f", pipeline_parallel {p.pipeline_parallel}"
+    if p.virtual_pipeline_stages > 1:
+        parallel += f" x {p.virtual_pipeline_stages} virtual stages (interleaved 1F1B)"
+    parallel += f", context_parallel {p.context_parallel}, zero_stage {p.zero_stage}"
     train = (f"global batch {t.global_batch_size} = micro {t.micro_batch_size} x accum {t.grad_accum_steps} x "
              f"data_parallel {p.data_parallel}; {t.precision}, {t.optimizer}, checkpointing {t.activation_checkpointing}")
     return [("Plan", plan.source), ("Model", model), ("Hardware", hw + (f"; {links}" if links else "")),
@@ -44,23 +50,58 @@ def format_prediction(plan, pred) -> str:
                     (f"Total ({epochs:g} epoch{'s' * (epochs != 1)})", f"{human_duration(pred.total_time_s)}, "
                      f"{pred.device_hours:,.0f} device-hours" + (f", ${pred.cost_usd:,.0f}" if pred.cost_usd else ""))]
     out += [_rows(summary), "", "Step breakdown (seconds per optimizer step)"]
-    b = pred.breakdown_s
-    labels = [("forward", "forward"), ("backward", "backward"), ("recompute", "recompute (checkpointing)"),
-              ("optimizer", "optimizer step"), ("communication_exposed", "communication, exposed"),
-              ("other", "other (kernel launches not hidden)")]
-    for key, label in labels:
-        share = b[key] / pred.step_time_s * 100 if pred.step_time_s else 0
-        out.append(f"  {label:<38} {b[key]:>12.4f}  {share:5.1f} %")
-    out.append(f"  {'communication, total (incl. hidden)':<38} {b['communication_total']:>12.4f}")
-    out.append(f"  {'step':<38} {pred.step_time_s:>12.4f}")
+    out += _breakdown_lines(pred)
+    out += _pipeline_lines(pred)
     verdict = "fits" if pred.fits_in_memory else "DOES NOT FIT"
     out += ["", f"Memory per device: {human_bytes(pred.memory_per_device_bytes)} of "
                 f"{human_bytes(pred.memory_capacity_bytes)} ({verdict})"]
     for key, value in pred.memory_breakdown_bytes.items():
         out.append(f"  {key.replace('_', ' '):<38} {human_bytes(value):>12}")
+    if pred.placement:
+        out += ["", "Placement (Megatron order: tensor innermost, then context, data, pipeline)"]
+        out += [f"  {note}" for note in pred.placement]
     for w in pred.warnings:
         out.append(f"warning: {w}")
     return "\n".join(out)
+
+
+_COMM_LABELS = {"tensor": "tensor-parallel collectives", "context": "context-parallel K/V ring",
+                "pipeline": "pipeline sends", "data": "data-parallel gradients/weights"}
+
+
+def _breakdown_lines(pred) -> list[str]:
+    b, step = pred.breakdown_s, pred.step_time_s
+    labels = [("forward", "forward"), ("backward", "backward"), ("recompute", "recompute (checkpointing)"),
+              ("optimizer", "optimizer step"), ("pipeline_bubble", "pipeline bubble (idle stages)"),
+              ("communication_exposed", "communication, exposed"), ("other", "other (kernel launches not hidden)")]
+    out = []
+    for key, label in labels:
+        share = b[key] / step * 100 if step else 0
+        out.append(f"  {label:<38} {b[key]:>12.4f}  {share:5.1f} %")
+        if key == "communication_exposed":
+            for kind, times in pred.communication_s.items():
+                if times["total"] > 0:
+                    out.append(f"    {_COMM_LABELS[kind]:<36} {times['exposed']:>12.4f}  of {times['total']:.4f} s")
+    out.append(f"  {'communication, total (incl. hidden)':<38} {b['communication_total']:>12.4f}")
+    out.append(f"  {'step':<38} {step:>12.4f}")
+    return out
+
+
+def _pipeline_lines(pred) -> list[str]:
+    pp = pred.pipeline
+    if not pp:
+        return []
+    stages = pp["stages"]
+    layers = (f"{pp['layers_first_stage']} layers on the first stage (+ embedding), {pp['layers_last_stage']} on "
+              f"the last (+ LM head and loss)")
+    if stages > 2:
+        layers += f", up to {pp['layers_middle_stage']} on the {stages - 2} middle stages"
+    schedule = "interleaved 1F1B" if pp["virtual_stages"] > 1 else "1F1B"
+    formula = "(p-1)/(v m)" if pp["virtual_stages"] > 1 else "(p-1)/m"
+    return ["", f"Pipeline: {stages} stages, {schedule}, {pp['microbatches']} micro-batches per step",
+            f"  {layers}",
+            f"  ideal bubble {formula} = {pp['bubble_fraction_ideal'] * 100:.1f} % of the compute; the first stage "
+            f"holds {pp['in_flight_microbatches_first_stage']:.2f} micro-batches of activations in flight"]
 
 
 @click.command("predict")

@@ -11,7 +11,7 @@ import math
 import typing
 from typing import Any, Literal, get_args, get_origin
 
-from simkit.core.errors import SimkitError, close_names
+from simkit.core.errors import close_names
 from simkit.core.yamlio import Located
 
 _NoneType = type(None)

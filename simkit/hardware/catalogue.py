@@ -66,7 +66,7 @@ def _fact(loc: Located, data: dict, path: tuple, key: str, *, required: bool = T
         raise loc.error(where, f"{item!r} must be a mapping {{value: N, source: \"...\"}}")
     for extra in item:
         if extra not in ("value", "source", "dense"):
-            raise loc.error(where + (extra,), f"unknown key; allowed: value, source, dense")
+            raise loc.error(where + (extra,), "unknown key; allowed: value, source, dense")
     if "source" not in item or not isinstance(item["source"], str) or not item["source"].strip():
         raise loc.error(where, "every value needs a non-empty 'source' (document or measurement)")
     value = item.get("value")
@@ -185,15 +185,17 @@ def load_device(name_or_path: str, loc: Located | None = None, path: tuple = ())
 def _load_interconnect_file(path: str) -> Interconnect:
     loc = read_yaml(path)
     data = loc.data
-    _check_keys(loc, data, (), ("name", "kind", "description", "bandwidth_gb_per_s", "latency_us", "efficiency"),
+    _check_keys(loc, data, (), ("name", "kind", "description", "bandwidth_gb_per_s", "latency_us", "efficiency",
+                                "sharp_efficiency"),
                 ("name", "kind", "bandwidth_gb_per_s", "latency_us"))
     _check_kind(loc, data, "interconnect")
     sources: dict[str, str] = {}
     bw, sources["bandwidth_gb_per_s"] = _fact(loc, data, (), "bandwidth_gb_per_s")
     lat, sources["latency_us"] = _fact(loc, data, (), "latency_us")
     eff, sources["efficiency"] = _fact(loc, data, (), "efficiency", required=False, maximum=1.5)
+    sharp, sources["sharp_efficiency"] = _fact(loc, data, (), "sharp_efficiency", required=False, maximum=1.5)
     return Interconnect(name=_str(loc, data, (), "name"), description=_str(loc, data, (), "description", "") or "",
-                        bandwidth_bytes_per_s=bw * GB, latency_s=lat * 1e-6, efficiency=eff,
+                        bandwidth_bytes_per_s=bw * GB, latency_s=lat * 1e-6, efficiency=eff, sharp_efficiency=sharp,
                         sources={k: v for k, v in sources.items() if v})
 
 

@@ -77,8 +77,9 @@ class Interconnect:
     name: str
     description: str
     bandwidth_bytes_per_s: float   # per direction, per device (or per NIC)
-    latency_s: float
+    latency_s: float             # per hop (one ring step), see model/comm/collectives.py
     efficiency: float | None = None
+    sharp_efficiency: float | None = None   # NVLink SHARP all-reduce algbw / bandwidth, where the switch reduces
     sources: dict[str, str] = field(default_factory=dict, repr=False)
 
 

@@ -3,8 +3,12 @@
 The core (`simulate`) works on numpy arrays so that `simkit sweep` evaluates thousands of
 configurations in one call; `predict` runs it on one plan. Pure: no I/O, no printing.
 
-Step time = grad_accum_steps x (forward + backward + recompute of one micro-batch)
-          + gradient accumulation and cast work + optimizer step + exposed communication.
+One step, per pipeline (parallel/pipeline.py), with m = grad_accum_steps micro-batches per pipeline:
+    step = pipeline schedule of m micro-batches through the stages
+             (each stage: forward + backward + recompute + exposed tensor/context-parallel communication)
+         + exposed pipeline sends + gradient accumulation and cast work + optimizer step
+         + exposed data-parallel communication.
+Without pipeline parallelism the schedule is m x (one micro-batch on the single stage).
 """
 from __future__ import annotations
 
@@ -13,14 +17,16 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from simkit.model import cost
-from simkit.model.comm.collectives import Fabric
 from simkit.hardware import Device, Interconnect
-from simkit.model.memory import MemoryBreakdown, memory_per_device
-from simkit.model.parallel.data import CommTimes, StepCompute, data_parallel_comm
-from simkit.model.parallel.tensor import tensor_parallel_comm
+from simkit.model import cost
+from simkit.model.comm.collectives import Fabric, collective_time, p2p_time
+from simkit.model.comm.topology import Group, Placement, place
+from simkit.model.compute import MicroBatchTimes, micro_batch_times
+from simkit.model.memory import MemoryBreakdown, StageMemoryInputs, busiest, memory_per_device
+from simkit.model.parallel import context, pipeline, tensor
+from simkit.model.parallel.data import StepCompute, data_parallel_comm
 from simkit.model.precision import policy
-from simkit.model.workload import Shape, StepWorkload, parameter_count, transformer_ops
+from simkit.model.workload import Shape, parameter_count
 
 # Bytes moved per parameter by one optimizer step (fp32 params, grads and states, multi-tensor
 # kernels): AdamW reads p, g, m, v and writes p, m, v (7 x 4 B); LAMB adds a second pass for the
@@ -29,8 +35,9 @@ from simkit.model.workload import Shape, StepWorkload, parameter_count, transfor
 OPTIMIZER_BYTES_PER_PARAM = {"adamw": 28, "adam": 28, "lamb": 40, "sgd": 20}
 LOSS_SCALING_BYTES_PER_PARAM = 8   # fp16 GradScaler: unscale (read+write) and the inf/nan check
 
-BREAKDOWN_KEYS = ("forward", "backward", "recompute", "optimizer", "communication_exposed",
+BREAKDOWN_KEYS = ("forward", "backward", "recompute", "optimizer", "pipeline_bubble", "communication_exposed",
                   "communication_total", "other")
+COMM_KINDS = ("tensor", "context", "pipeline", "data")
 
 
 @dataclass
@@ -48,9 +55,11 @@ class Categorical:
     causal: bool
     tied: bool
     zero_stage: int
+    sequence_parallel: bool = True
+    tp_comm_overlap: bool = False
 
 
-@dataclass
+@dataclass(kw_only=True)
 class Numeric:
     """Numeric plan values (scalars or equal-length arrays)."""
 
@@ -71,6 +80,9 @@ class Numeric:
     inter_node_links: object
     tokens_per_epoch: object = np.nan
     epochs: object = 1.0
+    pipeline_parallel: object = 1
+    virtual_pipeline_stages: object = 1
+    context_parallel: object = 1
 
 
 @dataclass
@@ -79,7 +91,7 @@ class Prediction:
     step_time_interval_s: tuple[float, float]
     samples_per_s: float
     tokens_per_s: float
-    iterations_per_epoch: float | None
+    iterations_per_epoch: int | None
     epoch_time_s: float | None
     total_time_s: float | None
     mfu: float
@@ -92,6 +104,12 @@ class Prediction:
     model_flop_per_step: float
     device_hours: float | None = None
     cost_usd: float | None = None
+    communication_s: dict[str, dict[str, float]] = field(default_factory=dict)
+    """Per kind (tensor, context, pipeline, data): seconds per step, 'exposed' and 'total'."""
+    pipeline: dict = field(default_factory=dict)
+    """Layers per stage, bubble fraction, micro-batches in flight (pipeline_parallel > 1)."""
+    placement: list[str] = field(default_factory=list)
+    """Which parallel groups run over the inter-node links."""
     warnings: list[str] = field(default_factory=list)
     assumptions: list[str] = field(default_factory=list)
 
@@ -103,197 +121,312 @@ class Prediction:
         return out
 
 
-# ----------------------------------------------------------------------------- compute
-def _gemm_times(w: StepWorkload, dev: Device, dtype: str, ebytes: int, per_layer: bool):
-    fwd = bwd = 0.0
-    for g in (g for g in w.gemms if g.per_layer == per_layer):
-        fwd = fwd + cost.gemm_time(dev, dtype, g.m, g.n, g.k, g.batch, ebytes)
-        # input gradient (m x k = (m x n) @ (n x k)) and weight gradient (k x n = (k x m) @ (m x n))
-        bwd = bwd + cost.gemm_time(dev, dtype, g.m, g.k, g.n, g.batch, ebytes)
-        bwd = bwd + cost.gemm_time(dev, dtype, g.k, g.n, g.m, g.batch, ebytes)
-    return fwd, bwd
+# ----------------------------------------------------------------------------- stages
+@dataclass
+class StageTime:
+    """One pipeline stage's seconds per micro-batch, by part (arrays)."""
+
+    fwd: object
+    bwd: object
+    rec: object
+    tensor: object     # exposed tensor-parallel communication
+    context: object    # exposed context-parallel (ring attention) communication
+    other: object      # kernel launches not hidden behind GPU work
+
+    @property
+    def comm(self):
+        return self.tensor + self.context
+
+    @property
+    def total(self):
+        return self.fwd + self.bwd + self.rec + self.comm + self.other
+
+    def pick(self, mask, other: "StageTime") -> "StageTime":
+        return StageTime(*(np.where(mask, getattr(self, k), getattr(other, k))
+                           for k in ("fwd", "bwd", "rec", "tensor", "context", "other")))
 
 
-def _memory_times(w: StepWorkload, dev: Device, per_layer: bool):
-    fwd = bwd = 0.0
-    for op in (o for o in w.memory_ops if o.per_layer == per_layer):
-        t = cost.memory_time(dev, op.bytes_fwd, op.pattern)
-        fwd, bwd = fwd + t, bwd + op.bwd_factor * t
-    return fwd, bwd
+@dataclass
+class LayerComm:
+    """Exposed TP and CP seconds of one layer per micro-batch (forward + backward + recompute), the
+    stage-level TP collectives, and totals per layer."""
+
+    tensor: object
+    context: object
+    fwd: object        # exposed in the forward pass (TP + CP), for the data-parallel overlap model
+    bwd: object        # exposed in the backward pass and the recompute
+    first: object      # embedding collectives (first stage)
+    last: object       # LM head collectives (last stage)
+    total: dict
 
 
-def _kernel_count(w: StepWorkload, per_layer: bool) -> int:
-    n = sum(1 for g in w.gemms if g.per_layer == per_layer)
-    n += sum(o.kernels for o in w.memory_ops if o.per_layer == per_layer)
-    if per_layer and w.attention is not None:
-        n += 1
-    return n
-
-
-def _selective_recompute(w: StepWorkload, dev: Device, dtype: str, ebytes: int):
-    t = 0.0
-    for g in (g for g in w.gemms if g.name in w.selective_recompute):
-        t = t + cost.gemm_time(dev, dtype, g.m, g.n, g.k, g.batch, ebytes)
-    for op in (o for o in w.memory_ops if o.name in w.selective_recompute):
-        t = t + cost.memory_time(dev, op.bytes_fwd, op.pattern)
-    return t
-
-
-def _micro_step(c: Categorical, n: Numeric, shape: Shape):
-    """Forward, backward and recompute time of one micro-batch on one device."""
-    prec = policy(c.precision)
-    dev, dtype, eb = c.device, prec.gemm_dtype, prec.activation_bytes
-    w = transformer_ops(shape, mlp=c.mlp, causal=c.causal, attention=c.attention, prec=prec)
-    g_fwd, g_bwd = _gemm_times(w, dev, dtype, eb, per_layer=True)
-    m_fwd, m_bwd = _memory_times(w, dev, per_layer=True)
-    a_fwd = a_bwd = 0.0
-    if w.attention is not None:
-        rate_f, rate_b = cost.attention_rates(dev, dtype, shape.seq_len, shape.head_dim)
-        a_fwd = w.attention.flops_fwd / rate_f + cost.memory_time(dev, w.attention.bytes_fwd)
-        a_bwd = w.attention.bwd_flop_factor * w.attention.flops_fwd / rate_b + \
-            cost.memory_time(dev, 2 * w.attention.bytes_fwd)
-    cshare, bshare = cost.host_shares(dev, n.devices_per_node)
-    g_fwd, g_bwd, a_fwd, a_bwd = g_fwd / cshare, g_bwd / cshare, a_fwd / cshare, a_bwd / cshare
-    m_fwd, m_bwd = m_fwd / bshare, m_bwd / bshare
-    layer_fwd = g_fwd + m_fwd + a_fwd
-    layer_bwd = g_bwd + m_bwd + a_bwd
-    if c.checkpointing == "full":
-        layer_rec = layer_fwd
-    elif c.checkpointing == "selective":
-        layer_rec = _selective_recompute(w, dev, dtype, eb) / cshare
-    else:
-        layer_rec = 0.0 * layer_fwd
-    top_g_fwd, top_g_bwd = _gemm_times(w, dev, dtype, eb, per_layer=False)
-    top_m_fwd, top_m_bwd = _memory_times(w, dev, per_layer=False)
-    top_g_fwd, top_g_bwd = top_g_fwd / cshare, top_g_bwd / cshare
-    top_m_fwd, top_m_bwd = top_m_fwd / bshare, top_m_bwd / bshare
-    recomputes = 1 if c.checkpointing == "full" else 0
-    # launch cost of one pass over every op; the backward launches twice as many kernels
-    per_pass = (n.n_layers * _kernel_count(w, True) + _kernel_count(w, False)) * cost.DISPATCH_S
-    fwd = n.n_layers * layer_fwd + top_g_fwd + top_m_fwd
-    bwd = n.n_layers * layer_bwd + top_g_bwd + top_m_bwd
-    rec = n.n_layers * layer_rec
-    if cost.is_host_device(dev):
-        # synchronous: every op pays its launch cost inside the pass that runs it
+def _stage(mb: MicroBatchTimes, lc: LayerComm, layers, with_first, with_last, recomputes: int, host: bool) -> StageTime:
+    """A stage of `layers` layers; with_first / with_last (0 or 1 arrays): it also runs the embedding /
+    the LM head and loss."""
+    fwd = layers * mb.layer.fwd + with_first * mb.first.fwd + with_last * mb.last.fwd
+    bwd = layers * mb.layer.bwd + with_first * mb.first.bwd + with_last * mb.last.bwd
+    rec = layers * mb.layer.rec
+    tensor_comm = layers * lc.tensor + with_first * lc.first + with_last * lc.last
+    context_comm = layers * lc.context
+    # launch cost of one pass over the stage's ops; the backward launches twice as many kernels
+    per_pass = (layers * mb.layer.kernels + with_first * mb.first.kernels + with_last * mb.last.kernels) \
+        * cost.DISPATCH_S
+    if host:   # synchronous: every op pays its launch cost inside the pass that runs it
         fwd, bwd, rec = fwd + per_pass, bwd + 2 * per_pass, rec + recomputes * per_pass
         other = 0.0 * per_pass
-    else:   # asynchronous: launch-bound only when kernels are tiny
+    else:      # asynchronous: launch-bound only when kernels are tiny
         other = np.maximum(0.0, (3 + recomputes) * per_pass - (fwd + bwd + rec))
-    model_flops = 3.0 * sum(g.flops * (n.n_layers if g.per_layer else 1) for g in w.gemms)
-    if w.attention is not None:
-        model_flops = model_flops + 3.0 * n.n_layers * w.attention.flops_fwd   # backward = 2x forward by convention
-    return fwd, bwd, rec, other, StepCompute(layer_fwd, layer_bwd + layer_rec, bwd + rec), model_flops
+    return StageTime(fwd, bwd, rec, tensor_comm, context_comm, other)
 
 
-# ----------------------------------------------------------------------------- whole step
-def _step_extras(c: Categorical, n: Numeric, prec, local, accum, dp, activations):
+def _layer_comm(c: Categorical, n: Numeric, prec, shape: Shape, mb: MicroBatchTimes, pl: Placement,
+                fabric: Fabric) -> LayerComm:
+    tp = np.asarray(n.tensor_parallel, dtype=float)
+    activation = shape.tokens * np.asarray(n.d_model, dtype=float) * prec.activation_bytes
+    sp = c.sequence_parallel
+    tpc = tensor.layer_comm(activation_bytes=activation, group=pl.tensor, fabric=fabric, sequence_parallel=sp,
+                            overlap=c.tp_comm_overlap, gemms=mb.gemms)
+    first, last = tensor.model_level_comm(activation_bytes=activation, group=pl.tensor, fabric=fabric,
+                                          sequence_parallel=sp)
+    first, last = np.where(tp > 1, first, 0.0), np.where(tp > 1, last, 0.0)
+    kv = context.kv_block_bytes(batch=n.micro_batch_size, local_seq_len=shape.local_seq_len,
+                                kv_heads_local=np.asarray(n.n_kv_heads) / tp, head_dim=shape.head_dim,
+                                act_bytes=prec.activation_bytes)
+    cp_fwd, cp_bwd, cp_total = context.ring_attention_exposed(kv_bytes=kv, attention_fwd_s=mb.attention_fwd,
+                                                              attention_bwd_s=mb.attention_bwd, group=pl.context,
+                                                              fabric=fabric)
+    again = 2 if c.checkpointing == "full" else 1    # full recomputation repeats the forward collectives
+    return LayerComm(tensor=again * tpc.fwd_exposed + tpc.bwd_exposed, context=again * cp_fwd + cp_bwd,
+                     fwd=tpc.fwd_exposed + cp_fwd, bwd=(again - 1) * (tpc.fwd_exposed + cp_fwd) + tpc.bwd_exposed + cp_bwd,
+                     first=first, last=last,
+                     total={"tensor": tpc.fwd_total * again + tpc.bwd_total,
+                            "context": cp_total * (1 + (again - 1) / 3)})
+
+
+# ----------------------------------------------------------------------------- per-step extras
+def _step_extras(c: Categorical, n: Numeric, prec, local, accum, shard, activations):
     """Per-step work besides the micro-step kernels, as (in the forward passes, in the backward passes,
     optimizer): weight casts and half the page faults in the forward, gradient accumulation and the
     other half in the backward (the forward maps the activations it saves, the backward a gradient
-    for each; on 01-base-fp32 the measured split of page faults was 44% / 56%)."""
+    for each; on 01-base-fp32 the measured split of page faults was 44% / 56%). `local`: parameters
+    on this device (its TP shard of its pipeline stage); `shard`: the ranks ZeRO shards over."""
     dev = c.device
     bshare = cost.host_shares(dev, n.devices_per_node)[1]
-    shard = local / (dp if c.zero_stage >= 1 else 1.0)
-    grad_shard = local / (dp if c.zero_stage >= 2 else 1.0)
+    states = local / (shard if c.zero_stage >= 1 else 1.0)
+    grad_shard = local / (shard if c.zero_stage >= 2 else 1.0)
     # gradient accumulation: micro-steps after the first add into the held gradients (read, read, write)
     accumulate = (accum - 1) * cost.memory_time(dev, 3 * grad_shard * prec.grad_bytes) / bshare
     # autocast casts the fp32 weights to the compute dtype once per micro-step (read 4 B, write 2 B)
-    cast_params = local / (dp if c.zero_stage >= 3 else 1.0)
+    cast_params = local / (shard if c.zero_stage >= 3 else 1.0)
     casts = accum * cost.memory_time(dev, cast_params * (prec.param_bytes + prec.weight_copy_bytes)) / bshare \
         if prec.weight_copy_bytes else 0.0
     # host devices re-map their activation memory every micro-step (see cost.first_touch_time)
     allocation = accum * cost.first_touch_time(dev, activations)
     per_param = OPTIMIZER_BYTES_PER_PARAM[c.optimizer] + (LOSS_SCALING_BYTES_PER_PARAM if prec.loss_scaling else 0)
-    opt_bytes = shard * per_param
+    opt_bytes = states * per_param
     optimizer = opt_bytes / (cost.bandwidth(dev, opt_bytes, "optimizer_step") * bshare)
     return casts + allocation / 2, accumulate + allocation / 2, optimizer
 
 
-def _communication(c: Categorical, n: Numeric, prec, shape: Shape, local, per_layer, accum, dp, tp,
-                   step_compute: StepCompute) -> CommTimes:
-    dev = c.device
-    fabric = Fabric(np.asarray(n.devices_per_node) / tp, n.nodes, c.intra_node, c.inter_node, n.inter_node_links, dev)
-    dpc = data_parallel_comm(zero_stage=c.zero_stage, params_local=local, params_per_layer_local=per_layer / tp,
-                             n_layers=n.n_layers, accum=accum, dp=dp, grad_bytes=prec.grad_bytes,
-                             gather_bytes=prec.activation_bytes, fabric=fabric, compute=step_compute,
-                             overlap=not cost.is_host_device(dev))
-    tp_fabric = Fabric(tp, 1, c.intra_node, None, 1, dev)
-    tpc = tensor_parallel_comm(tokens=shape.tokens, d_model=n.d_model, n_layers=n.n_layers, accum=accum, tp=tp,
-                               act_bytes=prec.activation_bytes, fabric=tp_fabric)
-    return CommTimes(dpc.total + tpc.total, dpc.exposed + tpc.exposed)
+# ----------------------------------------------------------------------------- parameters per stage
+@dataclass
+class StageParams:
+    """Parameters held by one device of the first, a middle and the last stage (its TP shard)."""
+
+    first: object
+    middle: object
+    last: object
+    per_layer: object        # one layer's parameters on this device
+
+    @property
+    def busiest(self):
+        return np.maximum(np.maximum(self.first, self.last), self.middle)
 
 
-def _memory(c: Categorical, n: Numeric, prec, shape: Shape, params, per_layer, dp, tp) -> MemoryBreakdown:
-    return memory_per_device(params=params, params_per_layer=per_layer, n_layers=n.n_layers, tokens=shape.tokens,
-                             d_model=n.d_model, n_heads_local=np.asarray(n.n_heads) / tp, seq_len=n.seq_len,
-                             batch=n.micro_batch_size, vocab_local=np.asarray(n.vocab_size) / tp, prec=prec,
-                             optimizer=c.optimizer, zero_stage=c.zero_stage, data_parallel=dp, tensor_parallel=tp,
-                             attention=c.attention, checkpointing=c.checkpointing,
-                             host=cost.is_host_device(c.device))
+def _stage_params(c: Categorical, n: Numeric, layers: pipeline.StageLayers) -> tuple[object, StageParams]:
+    """Whole-model parameters and each stage's TP shard. The first stage holds the embedding, the last the
+    final norm and the LM head (with tied embeddings a copy of the embedding, whose gradients the two
+    stages all-reduce, as Megatron does)."""
+    params = parameter_count(n.n_layers, n.d_model, n.n_heads, n.n_kv_heads, n.d_ff, n.vocab_size, c.mlp, c.tied)
+    per_layer = parameter_count(1, n.d_model, n.n_heads, n.n_kv_heads, n.d_ff, 0, c.mlp, True) - 2 * np.asarray(n.d_model)
+    tp = np.asarray(n.tensor_parallel, dtype=float)
+    pp = np.asarray(n.pipeline_parallel, dtype=float)
+    embed = np.asarray(n.vocab_size, dtype=float) * n.d_model
+    first = np.where(pp > 1, layers.first * per_layer + embed, params)
+    last = np.where(pp > 1, layers.last * per_layer + embed + 2 * np.asarray(n.d_model), params)
+    return params, StageParams(first / tp, layers.middle * per_layer / tp, last / tp, per_layer / tp)
+
+
+# ----------------------------------------------------------------------------- whole step
+def _memory(c: Categorical, n: Numeric, prec, shape: Shape, sp: StageParams, layers: pipeline.StageLayers,
+            m, shard) -> MemoryBreakdown:
+    tp = np.asarray(n.tensor_parallel, dtype=float)
+    pp, v = n.pipeline_parallel, n.virtual_pipeline_stages
+    common = dict(params_per_layer_local=sp.per_layer, tokens=shape.tokens, d_model=n.d_model,
+                  n_heads_local=np.asarray(n.n_heads) / tp, seq_len=n.seq_len, batch=n.micro_batch_size,
+                  vocab_local=np.asarray(n.vocab_size) / tp, prec=prec, optimizer=c.optimizer,
+                  zero_stage=c.zero_stage, shard_group=shard, tensor_parallel=tp,
+                  sequence_parallel=c.sequence_parallel, attention=c.attention, checkpointing=c.checkpointing,
+                  host=cost.is_host_device(c.device))
+    single = np.asarray(pp) == 1
+    first = memory_per_device(stage=StageMemoryInputs(sp.first, layers.first,
+                                                      pipeline.in_flight_microbatches(pp, m, v, stage=0),
+                                                      np.where(single, 1.0, 0.0)), **common)
+    last = memory_per_device(stage=StageMemoryInputs(sp.last, layers.last,
+                                                     pipeline.in_flight_microbatches(pp, m, v, stage=np.asarray(pp) - 1),
+                                                     1.0), **common)
+    return busiest(first, last)
+
+
+def _data_comm(c: Categorical, n: Numeric, prec, sp: StageParams, layers, stage0: StageTime, mb: MicroBatchTimes,
+               lc: LayerComm, pl: Placement, fabric: Fabric, accum):
+    """Gradient and weight collectives of the first stage (which finishes the step: its last backward runs
+    last), plus the all-reduce of tied embedding gradients between the first and last stage."""
+    compute = StepCompute(fwd_layer=mb.layer.fwd + lc.fwd, bwd_layer=mb.layer.bwd + mb.layer.rec + lc.bwd,
+                          bwd_micro=stage0.bwd + stage0.rec, fwd_micro=stage0.fwd)
+    dpc = data_parallel_comm(zero_stage=c.zero_stage, params_local=sp.first, params_per_layer_local=sp.per_layer,
+                             n_layers=layers.first, accum=accum, group=pl.gradient, grad_bytes=prec.grad_bytes,
+                             gather_bytes=prec.activation_bytes, fabric=fabric, compute=compute,
+                             overlap=not cost.is_host_device(c.device))
+    pp = np.asarray(n.pipeline_parallel, dtype=float)
+    if not c.tied:
+        return dpc.total, dpc.exposed
+    crosses = pl.pipeline.crosses_nodes
+    pair = Group(size=2.0, per_node=np.where(crosses, 1.0, 2.0), nodes=np.where(crosses, 2.0, 1.0), stride=1.0)
+    embed = np.asarray(n.vocab_size, dtype=float) * n.d_model / np.asarray(n.tensor_parallel) * prec.grad_bytes
+    tie = np.where(pp > 1, collective_time("all_reduce", embed, pair, fabric), 0.0)
+    return dpc.total + tie, dpc.exposed + tie
 
 
 def simulate(c: Categorical, n: Numeric) -> dict[str, np.ndarray]:
     """Vectorized step simulation; returns arrays keyed like the Prediction fields."""
     prec = policy(c.precision)
     dev = c.device
-    tp = np.asarray(n.tensor_parallel, dtype=float)
-    accum = np.asarray(n.grad_accum_steps, dtype=float)
-    dp = np.asarray(n.data_parallel, dtype=float)
+    tp, cp, pp, v, dp, m = (np.asarray(x, dtype=float) for x in (
+        n.tensor_parallel, n.context_parallel, n.pipeline_parallel, n.virtual_pipeline_stages, n.data_parallel,
+        n.grad_accum_steps))
     shape = Shape(n.micro_batch_size, n.seq_len, n.d_model, n.n_heads, n.n_kv_heads, n.d_ff, n.vocab_size,
-                  n.n_layers, tp)
-    params = parameter_count(n.n_layers, n.d_model, n.n_heads, n.n_kv_heads, n.d_ff, n.vocab_size, c.mlp, c.tied)
-    per_layer = parameter_count(1, n.d_model, n.n_heads, n.n_kv_heads, n.d_ff, 0, c.mlp, True) - 2 * n.d_model
-    fwd, bwd, rec, other, step_compute, model_flops = _micro_step(c, n, shape)
-    mem = _memory(c, n, prec, shape, params, per_layer, dp, tp)
-    fwd_extra, bwd_extra, optimizer = _step_extras(c, n, prec, params / tp, accum, dp, mem.activations)
-    comm = _communication(c, n, prec, shape, params / tp, per_layer, accum, dp, tp, step_compute)
-    step = accum * (fwd + bwd + rec + other) + fwd_extra + bwd_extra + optimizer + comm.exposed
+                  n.n_layers, tp, cp, c.sequence_parallel)
+    cshare, bshare = cost.host_shares(dev, n.devices_per_node)
+    mb = micro_batch_times(shape=shape, prec=prec, device=dev, mlp=c.mlp, causal=c.causal, attention=c.attention,
+                           checkpointing=c.checkpointing, compute_share=cshare, bandwidth_share=bshare)
+    pl = place(tp, cp, dp, pp, n.devices_per_node)
+    fabric = Fabric(dev, c.intra_node, c.inter_node, n.inter_node_links, n.devices_per_node)
+    lc = _layer_comm(c, n, prec, shape, mb, pl, fabric)
+    layers = pipeline.stage_layers(n.n_layers, pp)
+    host, recomputes = cost.is_host_device(dev), (1 if c.checkpointing == "full" else 0)
+    single = pp == 1
+    first = _stage(mb, lc, layers.first, 1.0, np.where(single, 1.0, 0.0), recomputes, host)
+    last = _stage(mb, lc, layers.last, np.where(single, 1.0, 0.0), 1.0, recomputes, host)
+    middle = _stage(mb, lc, layers.middle, 0.0, 0.0, recomputes, host)
+    slowest = first.pick(first.total >= last.total, last)
+    slowest = slowest.pick((slowest.total >= middle.total) | (pp <= 2), middle)
+    per_layer = mb.layer.fwd + mb.layer.bwd + mb.layer.rec + lc.tensor + lc.context
+    inner = np.maximum(np.asarray(n.n_layers, dtype=float) - layers.first - layers.last, 0.0)
+    stage_sum = np.where(single, first.total, first.total + last.total + inner * per_layer)
+    schedule = pipeline.schedule_time(stage_times=slowest.total, stage_sum=stage_sum, microbatches=m,
+                                      virtual_stages=v)
+    bubble = schedule - m * slowest.total
+    send = pipeline.p2p_bytes(batch=n.micro_batch_size, local_seq_len=shape.local_seq_len, d_model=n.d_model,
+                              act_bytes=prec.activation_bytes, tensor_parallel=tp)
+    p2p_exposed, p2p_total = pipeline.p2p_exposed(send_s=p2p_time(send, pl.pipeline.crosses_nodes, fabric), pp=pp,
+                                                  microbatches=m, virtual_stages=v)
+    params, sp = _stage_params(c, n, layers)
+    shard = dp * cp
+    mem = _memory(c, n, prec, shape, sp, layers, m, shard)
+    fwd_extra, bwd_extra, optimizer = _step_extras(c, n, prec, sp.busiest, m, shard, mem.activations)
+    dp_total, dp_exposed = _data_comm(c, n, prec, sp, layers, first, mb, lc, pl, fabric, m)
+    comm_exposed = m * slowest.comm + p2p_exposed + dp_exposed
+    step = schedule + fwd_extra + bwd_extra + optimizer + p2p_exposed + dp_exposed
     devices = np.asarray(n.devices_per_node, dtype=float) * np.asarray(n.nodes, dtype=float)
     gbs = np.asarray(n.global_batch_size, dtype=float)
-    flop_per_step = model_flops * accum * devices
+    model_flops = (np.asarray(n.n_layers, dtype=float) * mb.layer_flops + mb.top_flops) * m * devices / pp
     tokens_per_step = gbs * n.seq_len
     # whole optimizer steps per epoch; the last partial batch is dropped (drop_last), as GPT-NeoX counts
     iters = np.floor(np.asarray(n.tokens_per_epoch, dtype=float) / tokens_per_step)
+    layer_tp_cp = m * np.asarray(layers.first, dtype=float)   # per-kind totals are for the first stage
     return {
         "step_time_s": step,
-        "forward": accum * fwd + fwd_extra, "backward": accum * bwd + bwd_extra, "recompute": accum * rec,
-        "optimizer": optimizer, "communication_exposed": comm.exposed, "communication_total": comm.total,
-        "other": accum * other,
+        "forward": m * slowest.fwd + fwd_extra, "backward": m * slowest.bwd + bwd_extra, "recompute": m * slowest.rec,
+        "optimizer": optimizer, "pipeline_bubble": bubble, "communication_exposed": comm_exposed,
+        "communication_total": layer_tp_cp * (lc.total["tensor"] + lc.total["context"]) + p2p_total + dp_total,
+        "other": m * slowest.other,
+        "comm_tensor_exposed": m * slowest.tensor, "comm_tensor_total": layer_tp_cp * lc.total["tensor"],
+        "comm_context_exposed": m * slowest.context, "comm_context_total": layer_tp_cp * lc.total["context"],
+        "comm_pipeline_exposed": p2p_exposed,
+        "comm_pipeline_total": p2p_total, "comm_data_exposed": dp_exposed, "comm_data_total": dp_total,
         "samples_per_s": gbs / step, "tokens_per_s": tokens_per_step / step,
         "iterations_per_epoch": iters, "epoch_time_s": iters * step, "total_time_s": iters * step * n.epochs,
-        "mfu": flop_per_step / (step * devices * (dev.peak(prec.gemm_dtype) or np.nan)),
+        "mfu": model_flops / (step * devices * (dev.peak(prec.gemm_dtype) or np.nan)),
         "memory_per_device_bytes": mem.total, "fits_in_memory": mem.total <= dev.memory_bytes,
-        "parameters": params, "model_flop_per_step": flop_per_step, "memory": mem,
-        "devices": devices,
+        "parameters": params, "model_flop_per_step": model_flops, "memory": mem,
+        "devices": devices, "placement": pl, "stage_layers": layers, "stage_time_s": slowest.total,
+        "in_flight": pipeline.in_flight_microbatches(pp, m, v, stage=0),
     }
 
 
 # ----------------------------------------------------------------------------- one plan
-def _categorical(plan) -> Categorical:
+def categorical(plan) -> Categorical:
     m, t, p = plan.model, plan.training, plan.parallelism
     return Categorical(plan.device, plan.intra_node, plan.inter_node, t.precision, t.optimizer,
-                       t.activation_checkpointing, m.attention, m.mlp, m.causal, m.tied_embeddings, p.zero_stage)
+                       t.activation_checkpointing, m.attention, m.mlp, m.causal, m.tied_embeddings, p.zero_stage,
+                       p.sequence_parallel, p.tp_comm_overlap)
 
 
-def _numeric(plan) -> Numeric:
+def numeric(plan) -> Numeric:
     m, t, p, h = plan.model, plan.training, plan.parallelism, plan.hw
     tokens = plan.tokens_per_epoch
-    return Numeric(m.n_layers, m.d_model, m.n_heads, m.n_kv_heads, m.d_ff, m.vocab_size, m.seq_len,
-                   t.global_batch_size, t.micro_batch_size, t.grad_accum_steps, p.data_parallel, p.tensor_parallel,
-                   h.devices_per_node, h.nodes, h.inter_node_links, np.nan if tokens is None else tokens,
-                   plan.spec.data.epochs if plan.spec.data else 1.0)
+    return Numeric(n_layers=m.n_layers, d_model=m.d_model, n_heads=m.n_heads, n_kv_heads=m.n_kv_heads,
+                   d_ff=m.d_ff, vocab_size=m.vocab_size, seq_len=m.seq_len, global_batch_size=t.global_batch_size,
+                   micro_batch_size=t.micro_batch_size, grad_accum_steps=t.grad_accum_steps,
+                   data_parallel=p.data_parallel, tensor_parallel=p.tensor_parallel,
+                   devices_per_node=h.devices_per_node, nodes=h.nodes, inter_node_links=h.inter_node_links,
+                   tokens_per_epoch=np.nan if tokens is None else tokens,
+                   epochs=plan.spec.data.epochs if plan.spec.data else 1.0,
+                   pipeline_parallel=p.pipeline_parallel, virtual_pipeline_stages=p.virtual_pipeline_stages,
+                   context_parallel=p.context_parallel)
 
 
 def _f(x) -> float:
     return float(np.asarray(x))
 
 
+def _placement_notes(plan, r) -> list[str]:
+    from simkit.model.comm.topology import describe
+
+    pl: Placement = r["placement"]
+    dpn, p = plan.hw.devices_per_node, plan.parallelism
+    link = plan.inter_node.name if plan.inter_node is not None else "the measured inter-node fit"
+    notes = []
+    for name, g, on in (("tensor-parallel", pl.tensor, p.tensor_parallel > 1),
+                        ("context-parallel", pl.context, p.context_parallel > 1),
+                        ("data-parallel (gradient)", pl.gradient, p.data_parallel * p.context_parallel > 1),
+                        ("pipeline", pl.pipeline, p.pipeline_parallel > 1)):
+        text = describe(name, g, dpn) if on else None
+        if text:
+            notes.append(text.replace("the inter-node links", f"the inter-node links ({link})"))
+    return notes
+
+
+def _pipeline_info(plan, r) -> dict:
+    p, t = plan.parallelism, plan.training
+    if p.pipeline_parallel == 1:
+        return {}
+    layers = r["stage_layers"]
+    return {"stages": p.pipeline_parallel, "virtual_stages": p.virtual_pipeline_stages,
+            "microbatches": t.grad_accum_steps,
+            "layers_first_stage": int(_f(layers.first)), "layers_middle_stage": int(_f(layers.middle)),
+            "layers_last_stage": int(_f(layers.last)),
+            "bubble_fraction_ideal": _f(pipeline.bubble_fraction(p.pipeline_parallel, t.grad_accum_steps,
+                                                                 p.virtual_pipeline_stages)),
+            "in_flight_microbatches_first_stage": _f(r["in_flight"])}
+
+
 def predict(plan) -> Prediction:
     """Predict one validated plan (simkit.plan.Plan)."""
     from simkit.model.uncertainty import step_interval
 
-    c, n = _categorical(plan), _numeric(plan)
-    r = simulate(c, n)
+    r = simulate(categorical(plan), numeric(plan))
     step = _f(r["step_time_s"])
     breakdown = {k: _f(r[k]) for k in BREAKDOWN_KEYS}
     mem: MemoryBreakdown = r["memory"]
@@ -303,22 +436,23 @@ def predict(plan) -> Prediction:
     if total_mem > capacity:
         warnings.append(f"does not fit: needs {total_mem / 2**30:.1f} GiB per device, the device has "
                         f"{capacity / 2**30:.1f} GiB ({(total_mem - capacity) / 2**30:.1f} GiB over)")
-    if plan.parallelism.pipeline_parallel > 1:
-        warnings.append("pipeline_parallel > 1 is not modelled yet: the prediction ignores pipeline bubbles "
-                        "and stage communication")
     iters = _f(r["iterations_per_epoch"])
     has_data = math.isfinite(iters)
     total = _f(r["total_time_s"]) if has_data else None
     devices = _f(r["devices"])
     device_hours = total * devices / 3600 if total is not None else None
     price = plan.device.price_per_hour_usd
+    comm = {kind: {"exposed": _f(r.get(f"comm_{kind}_exposed", 0.0)), "total": _f(r[f"comm_{kind}_total"])}
+            for kind in COMM_KINDS}
     return Prediction(
         step_time_s=step, step_time_interval_s=step_interval(plan, step, breakdown),
         samples_per_s=_f(r["samples_per_s"]), tokens_per_s=_f(r["tokens_per_s"]),
-        iterations_per_epoch=iters if has_data else None,
+        iterations_per_epoch=int(iters) if has_data else None,
         epoch_time_s=_f(r["epoch_time_s"]) if has_data else None, total_time_s=total,
         mfu=_f(r["mfu"]), memory_per_device_bytes=total_mem,
         memory_breakdown_bytes={k: _f(v) for k, v in mem.as_dict().items()}, memory_capacity_bytes=capacity,
         fits_in_memory=bool(total_mem <= capacity), breakdown_s=breakdown, parameters=_f(r["parameters"]),
         model_flop_per_step=_f(r["model_flop_per_step"]), device_hours=device_hours,
-        cost_usd=device_hours * price if (device_hours is not None and price) else None, warnings=warnings)
+        cost_usd=device_hours * price if (device_hours is not None and price) else None,
+        communication_s=comm, pipeline=_pipeline_info(plan, r), placement=_placement_notes(plan, r),
+        warnings=warnings)

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-import numpy as np
 
 from simkit.model.precision import PrecisionPolicy
 
@@ -28,10 +27,17 @@ class Shape:
     vocab_size: object
     n_layers: object
     tensor_parallel: object = 1
+    context_parallel: object = 1     # the sequence is split over this many ranks (ring attention)
+    sequence_parallel: bool = False  # Megatron SP: norms, dropout and residuals sharded over the TP group
 
     @property
     def tokens(self):
-        return self.batch * self.seq_len
+        """Tokens of one micro-batch on one device (the context-parallel share of the sequence)."""
+        return self.batch * self.seq_len / self.context_parallel
+
+    @property
+    def local_seq_len(self):
+        return self.seq_len / self.context_parallel
 
     @property
     def head_dim(self):
@@ -83,19 +89,27 @@ class StepWorkload:
 
 
 def transformer_ops(s: Shape, *, mlp: str, causal: bool, attention: str, prec: PrecisionPolicy) -> StepWorkload:
-    """Ops of one micro-step on one device; per_layer ops repeat n_layers times."""
+    """Ops of one micro-step on one device; per_layer ops repeat n_layers times.
+
+    Tensor parallelism splits the heads and the MLP width over `tensor_parallel` ranks (Megatron's
+    column/row split); context parallelism gives each rank seq_len / context_parallel tokens, and its
+    share of causal attention is balanced (Megatron-Core splits the sequence into 2 x CP chunks and gives
+    rank i chunks i and 2CP-1-i), so attention FLOPs divide by CP too. Without sequence parallelism the
+    norms, residual adds and the embedding output are replicated on every TP rank (Korthikanti et al.
+    2022, Sec. 4.2.2); with it they are sharded."""
     t, d, p = s.tokens, s.d_model, s.tensor_parallel
     hd, f, V = s.head_dim, s.d_ff, s.vocab_size
     heads, kv = s.n_heads / p, s.n_kv_heads / p
     a, sm = prec.activation_bytes, prec.softmax_bytes
+    sp = p if s.sequence_parallel else 1
     w = StepWorkload()
     # --- attention block (Megatron split: QKV column-parallel, output row-parallel)
     w.gemms.append(Gemm("qkv_proj", t, (heads + 2 * kv) * hd, d))
     if attention == "fused":
-        flops = 4.0 * s.batch * heads * s.seq_len * s.seq_len * hd * (0.5 if causal else 1.0)
+        flops = 4.0 * s.batch * heads * s.seq_len * s.seq_len * hd * (0.5 if causal else 1.0) / s.context_parallel
         qkvo = t * (2 * heads + 2 * kv) * hd * a
         w.attention = Attention(flops, qkvo, s.seq_len, causal)
-    else:
+    else:   # eager attention is not context-parallel (Megatron's CP runs fused kernels only)
         scores = s.batch * heads * s.seq_len * s.seq_len          # elements of the score matrix
         w.gemms.append(Gemm("attn_scores", s.seq_len, s.seq_len, hd, batch=s.batch * heads, has_weight=False))
         # scale + mask (read/write), softmax in fp32 under autocast (read a, write sm), cast back (read sm, write a)
@@ -112,11 +126,11 @@ def transformer_ops(s: Shape, *, mlp: str, causal: bool, attention: str, prec: P
     w.memory_ops.append(MemoryOp("mlp_activation", act_bytes, pattern="gelu"))
     w.gemms.append(Gemm("mlp_down", t, d, f / p))
     # --- norms and residual adds (2 each per block), in the activation dtype
-    w.memory_ops.append(MemoryOp("layer_norms", 2 * (2 * t * d * a), kernels=2, pattern="layer_norm"))
-    w.memory_ops.append(MemoryOp("residual_adds", 2 * (3 * t * d * a), kernels=2))
+    w.memory_ops.append(MemoryOp("layer_norms", 2 * (2 * t * d * a) / sp, kernels=2, pattern="layer_norm"))
+    w.memory_ops.append(MemoryOp("residual_adds", 2 * (3 * t * d * a) / sp, kernels=2))
     # --- model-level ops
-    w.memory_ops.append(MemoryOp("embedding", t * d * (a + prec.param_bytes), per_layer=False))
-    w.memory_ops.append(MemoryOp("final_norm", 2 * t * d * a, per_layer=False, pattern="layer_norm"))
+    w.memory_ops.append(MemoryOp("embedding", t * d * (a + prec.param_bytes) / sp, per_layer=False))
+    w.memory_ops.append(MemoryOp("final_norm", 2 * t * d * a / sp, per_layer=False, pattern="layer_norm"))
     w.gemms.append(Gemm("lm_head", t, V / p, d, per_layer=False))
     # cross-entropy over the logits in fp32 (autocast list): read logits, write/read log-softmax,
     # backward writes the fp32 gradient and casts it to the activation dtype.

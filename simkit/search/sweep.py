@@ -15,13 +15,15 @@ import numpy as np
 
 from simkit import plan as plan_mod
 from simkit.core.errors import SimkitError, close_names
-from simkit.model.step import BREAKDOWN_KEYS, Categorical, Numeric, simulate
+from simkit.model.step import BREAKDOWN_KEYS, Numeric, simulate
+from simkit.model.step import categorical as categorical_of
 
 NUMERIC_KEYS = {
     "model.n_layers", "model.d_model", "model.n_heads", "model.n_kv_heads", "model.d_ff", "model.vocab_size",
     "model.seq_len", "training.global_batch_size", "training.micro_batch_size", "training.grad_accum_steps",
-    "parallelism.data_parallel", "parallelism.tensor_parallel", "hardware.devices_per_node", "hardware.nodes",
-    "hardware.inter_node_links", "data.tokens", "data.samples", "data.epochs",
+    "parallelism.data_parallel", "parallelism.tensor_parallel", "parallelism.pipeline_parallel",
+    "parallelism.virtual_pipeline_stages", "parallelism.context_parallel", "hardware.devices_per_node",
+    "hardware.nodes", "hardware.inter_node_links", "data.tokens", "data.samples", "data.epochs",
 }
 OUTPUT_KEYS = ("step_time_s", "samples_per_s", "tokens_per_s", "iterations_per_epoch", "epoch_time_s",
                "total_time_s", "mfu", "memory_per_device_bytes", "fits_in_memory") + BREAKDOWN_KEYS
@@ -58,6 +60,9 @@ def _numeric_columns(base: plan_mod.Plan, rows: dict[str, np.ndarray], n: int) -
         "model.n_kv_heads": m.n_kv_heads, "model.d_ff": m.d_ff, "model.vocab_size": m.vocab_size,
         "model.seq_len": m.seq_len, "training.global_batch_size": t.global_batch_size,
         "training.micro_batch_size": t.micro_batch_size, "parallelism.tensor_parallel": p.tensor_parallel,
+        "parallelism.pipeline_parallel": p.pipeline_parallel,
+        "parallelism.virtual_pipeline_stages": p.virtual_pipeline_stages,
+        "parallelism.context_parallel": p.context_parallel,
         "hardware.devices_per_node": h.devices_per_node, "hardware.nodes": h.nodes,
         "hardware.inter_node_links": h.inter_node_links,
         "data.tokens": data.tokens if data and data.tokens else np.nan,
@@ -73,17 +78,18 @@ def _numeric_columns(base: plan_mod.Plan, rows: dict[str, np.ndarray], n: int) -
     if "model.n_heads" in rows and "model.n_kv_heads" not in rows and m.n_kv_heads == m.n_heads:
         out["model.n_kv_heads"] = out["model.n_heads"]
     devices = out["hardware.devices_per_node"] * out["hardware.nodes"]
-    pp = float(p.pipeline_parallel)
+    model_parallel = (out["parallelism.tensor_parallel"] * out["parallelism.pipeline_parallel"]
+                      * out["parallelism.context_parallel"])
     out["parallelism.data_parallel"] = rows["parallelism.data_parallel"].astype(float) \
-        if "parallelism.data_parallel" in rows else devices / (out["parallelism.tensor_parallel"] * pp)
+        if "parallelism.data_parallel" in rows else devices / model_parallel
     per_step = out["training.micro_batch_size"] * out["parallelism.data_parallel"]
     out["training.grad_accum_steps"] = rows["training.grad_accum_steps"].astype(float) \
         if "training.grad_accum_steps" in rows else out["training.global_batch_size"] / per_step
-    out["_devices"], out["_pp"] = devices, np.full(n, pp)
+    out["_devices"], out["_mp"] = devices, model_parallel
     return out
 
 
-def _reasons(c: dict[str, np.ndarray], positive: list[str]) -> np.ndarray:
+def _reasons(c: dict[str, np.ndarray], positive: list[str], attention: str = "fused") -> np.ndarray:
     """Why each row is invalid ('' when valid), checked vectorized in the loader's order."""
     reason = np.full(len(c["model.d_model"]), "", dtype=object)
 
@@ -95,10 +101,18 @@ def _reasons(c: dict[str, np.ndarray], positive: list[str]) -> np.ndarray:
         flag(c[key] <= 0, f"{key} must be positive")
     flag(c["model.d_model"] % c["model.n_heads"] != 0, "n_heads does not divide d_model")
     flag(c["model.n_heads"] % c["model.n_kv_heads"] != 0, "n_kv_heads does not divide n_heads")
-    flag(c["model.n_heads"] % c["parallelism.tensor_parallel"] != 0, "tensor_parallel does not divide n_heads")
-    mp = c["parallelism.tensor_parallel"] * c["_pp"]
-    flag(c["parallelism.data_parallel"] * mp != c["_devices"],
-         "data_parallel x tensor_parallel x pipeline_parallel != devices")
+    tp, pp, vp, cp = (c[f"parallelism.{k}"] for k in ("tensor_parallel", "pipeline_parallel",
+                                                      "virtual_pipeline_stages", "context_parallel"))
+    flag(c["model.n_heads"] % tp != 0, "tensor_parallel does not divide n_heads")
+    flag(c["model.n_kv_heads"] % tp != 0, "tensor_parallel does not divide n_kv_heads")
+    flag(pp > c["model.n_layers"], "pipeline_parallel is more than n_layers")
+    flag((vp > 1) & (pp == 1), "virtual_pipeline_stages > 1 needs pipeline_parallel > 1")
+    flag(pp * vp > c["model.n_layers"], "pipeline_parallel x virtual_pipeline_stages is more than n_layers")
+    flag(c["model.seq_len"] % cp != 0, "context_parallel does not divide seq_len")
+    if attention != "fused":
+        flag(cp > 1, "context_parallel > 1 needs model.attention: fused")
+    flag(c["parallelism.data_parallel"] * c["_mp"] != c["_devices"],
+         "data_parallel x tensor_parallel x pipeline_parallel x context_parallel != devices")
     accum = c["training.grad_accum_steps"]
     flag((accum != np.floor(accum)) | (accum < 1),
          "global_batch_size is not micro_batch_size x grad_accum_steps x data_parallel")
@@ -141,7 +155,7 @@ def _evaluate_group(source, overrides, categorical: dict, group, keys):
     rows = {k: pd.to_numeric(v.where(v.map(lambda x: not isinstance(x, bool))), errors="coerce").to_numpy(float)
             for k, v in raw.items()}
     cols = _numeric_columns(base, rows, n)
-    reason = _reasons(cols, [k for k in rows])
+    reason = _reasons(cols, [k for k in rows], base.model.attention)
     for key, values in raw.items():     # non-numbers first: they explain the NaNs
         bad = np.isnan(rows[key])
         reason = np.where(bad, [f"{key}: {v!r} is not a number" for v in values], reason)
@@ -150,16 +164,11 @@ def _evaluate_group(source, overrides, categorical: dict, group, keys):
     if ok.any():
         sel = {k: v[ok] for k, v in cols.items()}
         tokens = np.where(np.isnan(sel["data.tokens"]), sel["data.samples"] * sel["model.seq_len"], sel["data.tokens"])
-        num = Numeric(sel["model.n_layers"], sel["model.d_model"], sel["model.n_heads"], sel["model.n_kv_heads"],
-                      sel["model.d_ff"], sel["model.vocab_size"], sel["model.seq_len"],
-                      sel["training.global_batch_size"], sel["training.micro_batch_size"],
-                      sel["training.grad_accum_steps"], sel["parallelism.data_parallel"],
-                      sel["parallelism.tensor_parallel"], sel["hardware.devices_per_node"], sel["hardware.nodes"],
-                      sel["hardware.inter_node_links"], tokens, sel["data.epochs"])
-        m, t, p = base.model, base.training, base.parallelism
-        cat = Categorical(base.device, base.intra_node, base.inter_node, t.precision, t.optimizer,
-                          t.activation_checkpointing, m.attention, m.mlp, m.causal, m.tied_embeddings, p.zero_stage)
-        r = simulate(cat, num)
+        fields = {f.name for f in dataclasses.fields(Numeric)}
+        num = Numeric(**{key.split(".")[1]: value for key, value in sel.items()
+                         if "." in key and key.split(".")[1] in fields},
+                      tokens_per_epoch=tokens)
+        r = simulate(categorical_of(base), num)
         for key in OUTPUT_KEYS:
             column = np.full(n, np.nan, dtype=object if key == "fits_in_memory" else float)
             column[ok] = np.broadcast_to(np.asarray(r[key]), (int(ok.sum()),))

@@ -48,6 +48,11 @@ class TrainingSpec:
     precision: Precision = spec("bf16")
     optimizer: Literal["adamw", "adam", "lamb", "sgd"] = spec("adamw")
     activation_checkpointing: Literal["none", "selective", "full"] = spec("none")
+    selective_checkpointing: Literal["attention", "ops", "layers"] = spec(
+        "attention", doc="with activation_checkpointing: selective, what is recomputed: attention (Megatron: the "
+        "attention core), ops (torchtitan op-level: every other matmul and the elementwise ops), layers (torchtitan: "
+        "every n-th layer in full)")
+    checkpoint_every_n_layers: int = spec(2, positive=True, doc="with selective_checkpointing: layers, the n")
 
 
 @dataclass(kw_only=True)
@@ -274,6 +279,21 @@ def _check_parallelism(loc: Located, s: PlanSpec) -> None:
                         f"{per_step * t.grad_accum_steps}")
 
 
+def _check_checkpointing(loc: Located, s: PlanSpec) -> None:
+    """The selective-checkpointing keys only mean something with activation_checkpointing: selective."""
+    t = s.training
+    for key, needs in (("selective_checkpointing", "selective"), ("checkpoint_every_n_layers", "selective")):
+        written = ("training", key) in loc.lines or ("training", key) in loc.origins
+        if written and t.activation_checkpointing != needs:
+            raise loc.error(("training", key), f"only applies with activation_checkpointing: {needs} "
+                                               f"(it is {t.activation_checkpointing!r})")
+    written = ("training", "checkpoint_every_n_layers") in loc.lines or \
+        ("training", "checkpoint_every_n_layers") in loc.origins
+    if written and t.selective_checkpointing != "layers":
+        raise loc.error(("training", "checkpoint_every_n_layers"),
+                        f"only applies with selective_checkpointing: layers (it is {t.selective_checkpointing!r})")
+
+
 def _check_data(loc: Located, s: PlanSpec) -> None:
     d = s.data
     if d is None:
@@ -301,6 +321,7 @@ def load_plan_located(loc: Located) -> Plan:
     device, intra, inter = _resolve_hardware(loc, spec_)
     _check_parallelism(loc, spec_)
     _check_data(loc, spec_)
+    _check_checkpointing(loc, spec_)
     _check_precision(loc, spec_, device)
     return Plan(spec=spec_, device=device, intra_node=intra, inter_node=inter, source=loc.file or "<dict>")
 

@@ -71,6 +71,25 @@ def _selective_recompute(w: StepWorkload, dev: Device, dtype: str, ebytes: int):
     return t
 
 
+def _recompute(w: StepWorkload, device: Device, dtype: str, ebytes: int, selective: str, every: int, layer_fwd,
+               compute_share, bandwidth_share):
+    """Recompute time of one layer under selective checkpointing:
+    - attention: Megatron's --recompute-granularity selective, the attention core (QK^T, softmax, PV);
+      free with fused attention, which recomputes inside its own backward (Korthikanti et al. 2022, Sec. 5);
+    - ops: torchtitan's op-level policy saves the outputs of every other matmul and of attention and
+      recomputes the rest: half the linear GEMMs and every memory-bound op of the layer (torchtitan
+      torchtitan/models/llama3/infra/parallelize.py, _save_list and the 'mm_count % 2' rule);
+    - layers: torchtitan's layer policy checkpoints every n-th layer in full: 1/n of the forward."""
+    if selective == "layers":
+        return layer_fwd / every
+    if selective == "ops":
+        linear = {g.name for g in w.gemms if g.per_layer and g.has_weight}
+        gemm_fwd = _gemm_parts(w, device, dtype, ebytes, linear)[0]
+        mem_fwd = _memory_parts(w, device, {o.name for o in w.memory_ops if o.per_layer})[0]
+        return 0.5 * gemm_fwd / compute_share + mem_fwd / bandwidth_share
+    return _selective_recompute(w, device, dtype, ebytes) / compute_share
+
+
 def _names(w: StepWorkload, where: str) -> set:
     ops = list(w.gemms) + list(w.memory_ops)
     if where == "layer":
@@ -85,7 +104,8 @@ def _kernels(w: StepWorkload, names: set) -> int:
 
 
 def micro_batch_times(*, shape: Shape, prec: PrecisionPolicy, device: Device, mlp: str, causal: bool, attention: str,
-                      checkpointing: str, compute_share, bandwidth_share) -> MicroBatchTimes:
+                      checkpointing: str, compute_share, bandwidth_share, selective: str = "attention",
+                      checkpoint_every: int = 2) -> MicroBatchTimes:
     """Times of one micro-batch's parts on one device. compute_share / bandwidth_share: the fraction of a
     host CPU each data-parallel worker gets (cost.host_shares; 1 on a GPU)."""
     dtype, eb = prec.gemm_dtype, prec.activation_bytes
@@ -109,7 +129,8 @@ def micro_batch_times(*, shape: Shape, prec: PrecisionPolicy, device: Device, ml
     if checkpointing == "full":
         layer.rec = layer.fwd
     elif checkpointing == "selective":
-        layer.rec = _selective_recompute(w, device, dtype, eb) / compute_share
+        layer.rec = _recompute(w, device, dtype, eb, selective, checkpoint_every, layer.fwd, compute_share,
+                               bandwidth_share)
     col = [x / compute_share for x in _gemm_parts(w, device, dtype, eb, COLUMN_PARALLEL)]
     row = [x / compute_share for x in _gemm_parts(w, device, dtype, eb, ROW_PARALLEL)]
     gemms = LayerGemmTimes(column_fwd=col[0], column_dgrad=col[1], column_wgrad=col[2], row_fwd=row[0],

@@ -58,9 +58,18 @@ def activation_bytes_per_layer(tokens, d_model, n_heads_local, seq_len, batch, a
     scores = 2.5 * act_bytes * batch * n_heads_local * seq_len * seq_len    # 5*a*s^2*b/t at 2 bytes
     if attention == "eager" and checkpointing == "none":
         full = full + scores
+    layer_input = act_bytes * tokens * d_model / (t if sequence_parallel else 1.0)
     if checkpointing == "full":
-        # the layer input only (2*s*b*h at 2 bytes), sharded over TP with SP
-        return act_bytes * tokens * d_model / (t if sequence_parallel else 1.0)
+        return layer_input        # the layer input only (2*s*b*h at 2 bytes), sharded over TP with SP
+    if checkpointing.startswith("selective-layers-"):
+        # every n-th layer keeps only its input; the others keep everything (attention scores included)
+        n = float(checkpointing.rsplit("-", 1)[1])
+        kept = full + (scores if attention == "eager" else 0.0)
+        return (1 - 1 / n) * kept + layer_input / n
+    if checkpointing == "selective-ops":
+        # approximation: the layer input plus half of what the layer keeps (every other matmul's output is
+        # saved, the elementwise outputs are recomputed)
+        return layer_input + 0.5 * full
     return full
 
 
@@ -93,7 +102,8 @@ def memory_per_device(*, stage: StageMemoryInputs, params_per_layer_local, token
                               prec.activation_bytes, attention, tensor_parallel=tensor_parallel,
                               sequence_parallel=sequence_parallel)
     acts = stage.layers * stage.in_flight * layer(checkpointing)
-    if checkpointing == "full":   # one layer is re-materialized at a time during backward
+    if checkpointing == "full" or checkpointing.startswith("selective-layers"):
+        # one checkpointed layer is re-materialized at a time during backward
         acts = acts + layer("none")
     logits = tokens * vocab_local * (prec.activation_bytes + 2 * prec.softmax_bytes)
     acts = acts + stage.holds_logits * logits

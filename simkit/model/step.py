@@ -57,6 +57,8 @@ class Categorical:
     zero_stage: int
     sequence_parallel: bool = True
     tp_comm_overlap: bool = False
+    selective: str = "attention"        # what selective checkpointing recomputes (see compute.py)
+    checkpoint_every: int = 2           # with selective == "layers"
 
 
 @dataclass(kw_only=True)
@@ -195,7 +197,7 @@ def _layer_comm(c: Categorical, n: Numeric, prec, shape: Shape, mb: MicroBatchTi
     cp_fwd, cp_bwd, cp_total = context.ring_attention_exposed(kv_bytes=kv, attention_fwd_s=mb.attention_fwd,
                                                               attention_bwd_s=mb.attention_bwd, group=pl.context,
                                                               fabric=fabric)
-    again = 2 if c.checkpointing == "full" else 1    # full recomputation repeats the forward collectives
+    again = 1 + _recompute_share(c)    # recomputing a layer's forward repeats its collectives
     return LayerComm(tensor=again * tpc.fwd_exposed + tpc.bwd_exposed, context=again * cp_fwd + cp_bwd,
                      fwd=tpc.fwd_exposed + cp_fwd, bwd=(again - 1) * (tpc.fwd_exposed + cp_fwd) + tpc.bwd_exposed + cp_bwd,
                      first=first, last=last,
@@ -258,6 +260,20 @@ def _stage_params(c: Categorical, n: Numeric, layers: pipeline.StageLayers) -> t
 
 
 # ----------------------------------------------------------------------------- whole step
+def _recompute_share(c: Categorical) -> float:
+    """The share of layers whose whole forward (kernels, TP collectives) runs again in the backward."""
+    if c.checkpointing == "full":
+        return 1.0
+    return 1.0 / c.checkpoint_every if (c.checkpointing == "selective" and c.selective == "layers") else 0.0
+
+
+def _memory_policy(c: Categorical) -> str:
+    """memory.activation_bytes_per_layer's name for the checkpointing policy."""
+    if c.checkpointing != "selective" or c.selective == "attention":
+        return c.checkpointing
+    return f"selective-{c.selective}-{c.checkpoint_every}" if c.selective == "layers" else "selective-ops"
+
+
 def _memory(c: Categorical, n: Numeric, prec, shape: Shape, sp: StageParams, layers: pipeline.StageLayers,
             m, shard) -> MemoryBreakdown:
     tp = np.asarray(n.tensor_parallel, dtype=float)
@@ -266,7 +282,8 @@ def _memory(c: Categorical, n: Numeric, prec, shape: Shape, sp: StageParams, lay
                   n_heads_local=np.asarray(n.n_heads) / tp, seq_len=n.seq_len, batch=n.micro_batch_size,
                   vocab_local=np.asarray(n.vocab_size) / tp, prec=prec, optimizer=c.optimizer,
                   zero_stage=c.zero_stage, shard_group=shard, tensor_parallel=tp,
-                  sequence_parallel=c.sequence_parallel, attention=c.attention, checkpointing=c.checkpointing,
+                  sequence_parallel=c.sequence_parallel, attention=c.attention,
+                  checkpointing=_memory_policy(c),
                   host=cost.is_host_device(c.device))
     single = np.asarray(pp) == 1
     first = memory_per_device(stage=StageMemoryInputs(sp.first, layers.first,
@@ -309,12 +326,13 @@ def simulate(c: Categorical, n: Numeric) -> dict[str, np.ndarray]:
                   n.n_layers, tp, cp, c.sequence_parallel)
     cshare, bshare = cost.host_shares(dev, n.devices_per_node)
     mb = micro_batch_times(shape=shape, prec=prec, device=dev, mlp=c.mlp, causal=c.causal, attention=c.attention,
-                           checkpointing=c.checkpointing, compute_share=cshare, bandwidth_share=bshare)
+                           checkpointing=c.checkpointing, selective=c.selective, checkpoint_every=c.checkpoint_every,
+                           compute_share=cshare, bandwidth_share=bshare)
     pl = place(tp, cp, dp, pp, n.devices_per_node)
     fabric = Fabric(dev, c.intra_node, c.inter_node, n.inter_node_links, n.devices_per_node)
     lc = _layer_comm(c, n, prec, shape, mb, pl, fabric)
     layers = pipeline.stage_layers(n.n_layers, pp)
-    host, recomputes = cost.is_host_device(dev), (1 if c.checkpointing == "full" else 0)
+    host, recomputes = cost.is_host_device(dev), _recompute_share(c)
     single = pp == 1
     first = _stage(mb, lc, layers.first, 1.0, np.where(single, 1.0, 0.0), recomputes, host)
     last = _stage(mb, lc, layers.last, np.where(single, 1.0, 0.0), 1.0, recomputes, host)
@@ -370,7 +388,7 @@ def categorical(plan) -> Categorical:
     m, t, p = plan.model, plan.training, plan.parallelism
     return Categorical(plan.device, plan.intra_node, plan.inter_node, t.precision, t.optimizer,
                        t.activation_checkpointing, m.attention, m.mlp, m.causal, m.tied_embeddings, p.zero_stage,
-                       p.sequence_parallel, p.tp_comm_overlap)
+                       p.sequence_parallel, p.tp_comm_overlap, t.selective_checkpointing, t.checkpoint_every_n_layers)
 
 
 def numeric(plan) -> Numeric:

@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 import pytest
+import yaml
 
 from simkit.cli import cli
 from simkit.core.errors import SimkitError
@@ -93,7 +94,27 @@ def test_cli_published_text_json_and_plot(runner, tmp_path):
     result = runner.invoke(cli, ["validate", "--published", str(DATA), "--json"])
     assert result.exit_code == 0, result.output
     doc = json.loads(result.stdout)
-    assert set(doc) == {"cases", "sources", "skipped"}
+    assert set(doc) == {"cases", "sources", "precisions", "skipped"}
+
+
+def test_cli_published_takes_several_files(runner):
+    dev2 = DATA.parent / "published-dev-2.yaml"
+    result = runner.invoke(cli, ["validate", "--published", str(DATA), str(dev2), "--json"])
+    assert result.exit_code == 0, result.output
+    doc = json.loads(result.stdout)
+    assert len(doc["cases"]) == 173 + 54 and not doc["skipped"]
+    groups = {g["source"]: g["count"] for g in doc["precisions"]}
+    precisions = [c["training"]["precision"] for path in (DATA, dev2) for c in yaml.safe_load(path.read_text())]
+    assert groups == {"bf16/fp16": sum(p in ("bf16", "fp16") for p in precisions),
+                      "fp32/tf32": sum(p in ("fp32", "tf32") for p in precisions),
+                      "fp8": sum(p == "fp8" for p in precisions)}
+    assert groups["fp8"] == 25 and groups["bf16/fp16"] + groups["fp32/tf32"] == 173 + 29
+
+
+def test_cli_published_refuses_duplicate_case_ids(runner):
+    result = runner.invoke(cli, ["validate", "--published", str(DATA), str(DATA)])
+    assert result.exit_code == 2
+    assert "case id 'foundry-" in result.output and "ids must be unique" in result.output
 
 
 def test_cli_published_rejects_live_options(runner):

@@ -20,9 +20,10 @@ _SUITE_COLUMNS = [("name", "plan", tables.plain), ("shape", "dp x mb x ga, preci
 
 
 @click.command("validate")
-@click.argument("plan", required=False, type=click.Path(dir_okay=False))
+@click.argument("plan", nargs=-1, type=click.Path(dir_okay=False))
 @click.option("--suite", type=click.Path(file_okay=False), help="Run every plan (*.yml, *.yaml) in this folder.")
-@click.option("--published", type=click.Path(dir_okay=False), help="Score predictions against a published-cases file.")
+@click.option("--published", type=click.Path(dir_okay=False), multiple=True,
+              help="Score predictions against published-cases files: --published FILE [FILE ...].")
 @click.option("--steps", type=click.IntRange(1), default=10, show_default=True, help="Timed optimizer steps.")
 @click.option("--warmup", type=click.IntRange(0), default=3, show_default=True, help="Untimed steps first.")
 @click.option("--profile", "profiles", multiple=True, type=click.Path(dir_okay=False),
@@ -45,13 +46,19 @@ _SUITE_COLUMNS = [("name", "plan", tables.plain), ("shape", "dp x mb x ga, preci
 def validate_cmd(plan, suite, published, steps, warmup, profiles, record, overrides, threads, device, no_scale_down,
                  max_step_s, flush_denormal, plot, as_json):
     """Compare predicted and measured step time: train PLAN (or every plan of --suite) here for real,
-    or score the cases of a --published file."""
-    if sum(x is not None for x in (plan, suite, published)) != 1:
-        raise SimkitError("give exactly one of PLAN, --suite FOLDER or --published FILE")
+    or score the cases of published-cases files (--published FILE [FILE ...])."""
+    if published:
+        published, plan = tuple(published) + tuple(plan), ()
+    if len(plan) > 1:
+        raise SimkitError(f"give one PLAN (got {len(plan)}: {' '.join(plan)}); for several, put them in a folder "
+                          "and use --suite FOLDER")
+    plan = plan[0] if plan else None
+    if sum(bool(x) for x in (plan, suite, published)) != 1:
+        raise SimkitError("give exactly one of PLAN, --suite FOLDER or --published FILE [FILE ...]")
     if published:
         if profiles or record or overrides:
             raise SimkitError("--profile, --record and --set apply to live runs (PLAN or --suite), not --published")
-        return _published(published, plot, as_json)
+        return _published(list(published), plot, as_json)
     from simkit.validate import live as v
 
     paths = [Path(plan)] if plan else v.suite_plans(suite)
@@ -171,18 +178,19 @@ def _suite_text(results: list[dict], summary: dict) -> str:
     return "\n".join(lines)
 
 
-def _published(path: str, plot: str | None, as_json: bool) -> None:
+def _published(paths: list[str], plot: str | None, as_json: bool) -> None:
     from simkit.validate import published as v
 
-    score = v.score_published(v.load_published(path))
+    score = v.score_published(v.load_published_files(paths))
+    names = ", ".join(Path(p).name for p in paths)
     if plot:
         points = [{"measured": c["measured_step_time_s"], "predicted": c["predicted_step_time_s"], "group": c["source"]}
                   for c in score["cases"]]
-        plots.predicted_vs_measured_plot(points, plot, title=f"simkit vs published: {Path(path).name}")
+        plots.predicted_vs_measured_plot(points, plot, title=f"simkit vs published: {names}")
     if as_json:
         click.echo(json.dumps(score, indent=2))
         return
-    click.echo(_published_text(path, score))
+    click.echo(_published_text(" + ".join(paths), score))
 
 
 def _published_text(path: str, score: dict) -> str:
@@ -190,7 +198,8 @@ def _published_text(path: str, score: dict) -> str:
     cols = [("source", "source", tables.plain), ("count", "cases", str), ("mape", "MAPE", pct),
             ("median_ape", "median APE", pct), ("max_ape", "max APE", pct), ("mean_error", "mean error", tables.percent)]
     lines = [f"{path}: {len(score['cases'])} cases predicted, {len(score['skipped'])} skipped", "",
-             tables.table(score["sources"], cols)]
+             tables.table(score["sources"], cols), "", "by precision of the matmuls:",
+             tables.table(score["precisions"], [("source", "precision", tables.plain)] + cols[1:], indent="  ")]
     for s in score["sources"]:
         if s["source"] == "all":
             continue

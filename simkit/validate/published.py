@@ -12,6 +12,9 @@ from simkit.plan import load_plan_located
 from simkit.validate.common import PredictFn, default_predict, relative_error
 
 
+# Cases are also summarized by the precision their matmuls run in.
+PRECISION_GROUP = {"fp32": "fp32/tf32", "tf32": "fp32/tf32", "fp16": "bf16/fp16", "bf16": "bf16/fp16", "fp8": "fp8"}
+
 # Keys of a case that are not plan keys: what the source published (`measured`), which plan keys it did
 # not state (`assumed`) and what the plan format cannot express (`notes`).
 CASE_KEYS = ("id", "source", "measured", "assumed", "notes")
@@ -23,6 +26,18 @@ class PublishedCase:
     source: str
     measured_step_time_s: float
     plan: Located          # the case's plan keys, with their line numbers in the file
+
+
+def load_published_files(paths) -> list[PublishedCase]:
+    """The cases of several published-cases files, in order; case ids must be unique across them."""
+    cases, seen = [], {}
+    for path in paths:
+        for case in load_published(path):
+            if case.id in seen:
+                raise SimkitError(f"case id {case.id!r} is also in {seen[case.id]}; ids must be unique", file=str(path))
+            seen[case.id] = str(path)
+            cases.append(case)
+    return cases
 
 
 def load_published(path: str | Path) -> list[PublishedCase]:
@@ -63,12 +78,15 @@ def score_published(cases: list[PublishedCase], predict_fn: PredictFn = default_
             skipped.append({"id": case.id, "source": case.source, "reason": str(exc)})
             continue
         err = relative_error(predicted, case.measured_step_time_s)
-        rows.append({"id": case.id, "source": case.source, "predicted_step_time_s": predicted,
-                     "measured_step_time_s": case.measured_step_time_s, "error": err, "ape": abs(err)})
-    frame = pd.DataFrame(rows, columns=["id", "source", "predicted_step_time_s", "measured_step_time_s", "error", "ape"])
+        rows.append({"id": case.id, "source": case.source, "precision": PRECISION_GROUP[plan.training.precision],
+                     "predicted_step_time_s": predicted, "measured_step_time_s": case.measured_step_time_s,
+                     "error": err, "ape": abs(err)})
+    frame = pd.DataFrame(rows, columns=["id", "source", "precision", "predicted_step_time_s", "measured_step_time_s",
+                                        "error", "ape"])
     groups = [(src, g) for src, g in frame.groupby("source", sort=True)] + [("all", frame)]
     sources = [_source_summary(src, g, worst) for src, g in groups if len(g)]
-    return {"cases": rows, "sources": sources, "skipped": skipped}
+    precisions = [_source_summary(name, g, worst) for name, g in frame.groupby("precision", sort=True)]
+    return {"cases": rows, "sources": sources, "precisions": precisions, "skipped": skipped}
 
 
 def _source_summary(source: str, g, worst: int) -> dict:

@@ -27,6 +27,13 @@ SWEEP = [
 ]   # 43,200 combinations, all valid
 
 
+PARALLEL_SWEEP = [
+    "parallelism.tensor_parallel=1,2,4,8", "parallelism.pipeline_parallel=1,2,4,8", "parallelism.context_parallel=1,2,4",
+    "parallelism.virtual_pipeline_stages=1,2,5", "training.micro_batch_size=1,2,4", "hardware.nodes=8,16,32,64",
+    "training.global_batch_size=256,512,1024",
+]   # 5,184 layouts of Llama 3 70B, 4,278 valid: the parallel keys stay vectorized
+
+
 @pytest.mark.parametrize("name", PLANS)
 def test_predict(benchmark, name):
     plan = load_plan(ROOT / "examples" / name)
@@ -53,3 +60,11 @@ def test_predict_cold_start(benchmark):
     cmd = [sys.executable, "-m", "simkit", "predict", str(ROOT / "examples" / "gpt2-124m-rtx4090.yml")]
     result = benchmark.pedantic(subprocess.run, args=(cmd,), kwargs={"capture_output": True}, rounds=5, iterations=1)
     assert result.returncode == 0
+
+
+def test_sweep_parallel_layouts(benchmark):
+    df = benchmark.pedantic(run_sweep, args=(ROOT / "examples" / "llama3-70b-64xh100.yml", PARALLEL_SWEEP),
+                            rounds=3, iterations=1)
+    assert len(df) == 5184 and int((df["reason"] == "").sum()) == 4278
+    if benchmark.stats is not None:
+        benchmark.extra_info["configurations_per_s"] = len(df) / benchmark.stats.stats.median

@@ -123,3 +123,57 @@ def test_single_rank_groups_cost_nothing():
     assert float(collective_time("all_reduce", GIB, group(1, 1, 8), fabric("dgx-h100"))) == 0.0
     assert np.all(collective_time("all_gather", GIB, group(np.array([1.0, 2.0]), 1, 8), fabric("dgx-h100"))
                   >= np.array([0.0, 1e-6]))
+
+
+# ----------------------------------------------------------------------------- calibrated across nodes
+TWO_NODE_PROFILE = """\
+name: two-node-cpu
+kind: device
+description: a CPU calibrated with calibrate --comm --nnodes 2
+memory_gib: {value: 16, source: "measured by simkit calibrate on testhost 2026-01-01"}
+memory_bandwidth_gb_per_s: {value: 20, source: "measured by simkit calibrate on testhost 2026-01-01"}
+peak_tflops:
+  fp32: {value: 0.2, dense: true, source: "measured by simkit calibrate on testhost 2026-01-01"}
+calibration:
+  date: "2026-01-01T00:00:00Z"
+  environment: {host: testhost, threads: 1}
+  collectives:
+    backend: gloo
+    nproc: 2
+    all_reduce:
+      latency_us: 100.0
+      bus_bandwidth_gb_per_s: 2.0
+      points: [{bytes: 1000000, time_s_median: 0.0006}, {bytes: 100000000, time_s_median: 0.05}]
+    inter_node:
+      nnodes: 2
+      nproc_per_node: 1
+      nproc: 2
+      all_reduce:
+        latency_us: 400.0
+        bus_bandwidth_gb_per_s: 0.5
+        points: [{bytes: 1000000, time_s_median: 0.0025}, {bytes: 100000000, time_s_median: 0.2}]
+"""
+
+
+def test_a_plan_spanning_two_calibrated_nodes_uses_the_inter_node_measurement(write):
+    from simkit.model.step import predict
+    from simkit.plan import load_plan
+
+    profile = write(TWO_NODE_PROFILE, "cal2n.yaml")
+    device = hw.load_device(str(profile))
+    assert device.calibration.collectives_inter["all_reduce"].nnodes == 2
+    f = Fabric(device, None, None, 1, 1)
+    size = 50e6
+    across = float(collective_time("all_reduce", size, group(2, 1, 1), f))        # 1 rank on each of 2 nodes
+    inside = float(collective_time("all_reduce", size, group(2, 1, 2), f))        # 2 ranks on one node
+    # the measured points, interpolated: 2.5 ms + 49/99 of (200 - 2.5) ms across, 0.6 + ... inside
+    assert across == pytest.approx(0.0025 + (size - 1e6) / 99e6 * (0.2 - 0.0025))
+    assert inside == pytest.approx(0.0006 + (size - 1e6) / 99e6 * (0.05 - 0.0006))
+    plan = {"model": {"n_layers": 2, "d_model": 256, "n_heads": 4, "vocab_size": 1000, "seq_len": 128},
+            "training": {"global_batch_size": 2, "micro_batch_size": 1, "precision": "fp32"},
+            "hardware": {"device": str(profile), "devices_per_node": 1, "nodes": 2}}
+    two_nodes = predict(load_plan(plan))
+    plan["hardware"] = {"device": str(profile), "devices_per_node": 2, "nodes": 1}
+    one_node = predict(load_plan(plan))
+    assert two_nodes.communication_s["data"]["total"] > 3 * one_node.communication_s["data"]["total"]
+    assert any("spans 2 nodes" in note and "measured inter-node fit" in note for note in two_nodes.placement)

@@ -7,11 +7,13 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
 import textwrap
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -159,6 +161,26 @@ def test_two_commands_node_1_takes_part_and_writes_nothing(tmp_path):
     assert f"one torchrun launch per node, c10d rendezvous at {endpoint}" in node0.stdout
 
 
+def test_nodes_started_with_different_settings_refuse_to_measure(tmp_path):
+    endpoint = nodes.loopback_endpoint()
+    common = ["--device", "cpu", "--threads", "1", "--comm", "--nproc", "1", "--nnodes", "2",
+              "--rdzv-endpoint", endpoint, "--comm-timeout", "60", "--no-history"]
+    (tmp_path / "other").mkdir()
+    node1 = subprocess.Popen([sys.executable, str(_script(tmp_path / "other", budget="0.5")), *common,
+                              "--node-rank", "1"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    node0 = subprocess.run([sys.executable, str(_script(tmp_path)), *common, "--node-rank", "0", "--output",
+                            str(tmp_path / "cal.yaml")], capture_output=True, text=True, timeout=120)
+    _, stderr1 = node1.communicate(timeout=60)
+    assert (node0.returncode, node1.returncode) == (2, 2)
+    # c10d numbers the ranks in order of arrival: either node may hold rank 0
+    assert re.fullmatch(
+        r"error: --comm: node 0: rank [01] failed while comparing settings with the other nodes: RuntimeError: the "
+        r"nodes were started with different settings \(sizes, budget or samples: --quick on some nodes only\?\); "
+        r"start the same command on every node", node0.stderr.splitlines()[-1])
+    assert re.match(r"error: --comm: node 1: rank [01] failed while comparing settings", stderr1.splitlines()[-1])
+    assert not (tmp_path / "cal.yaml").exists()
+
+
 def test_a_node_alone_times_out_at_the_rendezvous(monkeypatch, tmp_path):
     monkeypatch.setattr(cal, "default_plan", tiny_plan)
     endpoint = nodes.loopback_endpoint()
@@ -271,6 +293,27 @@ def test_endpoints(text, parsed):
     assert nodes.parse_endpoint(text) == parsed
 
 
+def test_an_aborted_loopback_launch_is_started_once_more(monkeypatch, tmp_path):
+    """gloo occasionally aborts a rank on loopback: the nodes are relaunched once, on a new port."""
+    started = tmp_path / "started"
+    abort = ("import sys; open(sys.argv[1], 'a').write(sys.argv[2] + '\\n'); "
+             "print('Signal 6 (SIGABRT) received by PID 1'); sys.exit(1)")
+
+    def command(*args, launch, **kwargs):  # records the rendezvous endpoint of each launch, then aborts
+        return [sys.executable, "-c", abort, str(started), launch[launch.index("--rdzv-endpoint") + 1]]
+
+    monkeypatch.setattr(nodes, "worker_command", command)
+    loopback = nodes.NodeLaunch(nnodes=2, nproc_per_node=1, node_ranks=(0, 1), endpoint="127.0.0.1:1", timeout_s=5)
+    with pytest.raises(SimkitError, match=r"^--comm: node \d: the collective benchmark failed \(torchrun exit 1\)"):
+        nodes.run_nodes(loopback, device="cpu", sizes=[4096], budget_s=1, cores=1)
+    endpoints = set(started.read_text().split())
+    assert len(endpoints) == 2 and "127.0.0.1:1" in endpoints  # a second launch, on a new port
+    started.unlink()
+    with pytest.raises(SimkitError):
+        nodes.run_nodes(replace(LAUNCH, node_ranks=(0,)), device="cpu", sizes=[4096], budget_s=1, cores=1)
+    assert started.read_text() == "node0.cluster:29500\n"  # on a cluster the other nodes would not follow
+
+
 # ----------------------------------------------------------------------------- flags
 ENDPOINT_HELP = "(node 0's address and a free port on it, e.g. node0.cluster:29500)"
 
@@ -304,3 +347,4 @@ def test_bad_node_flags_are_one_line_and_exit_2(args, message, tmp_path):
     assert res.exit_code == 2
     assert res.output == f"error: {message}\n"
     assert not (tmp_path / "c.yaml").exists()
+

@@ -19,7 +19,7 @@ import socket
 import subprocess
 import tempfile
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Callable
 
@@ -101,19 +101,40 @@ def run_nodes(launch: NodeLaunch, *, device: str, sizes: list[int], budget_s: fl
     the node, across nodes); `limit_s` the wall time after which the launches are stopped (default:
     reaching and joining the rendezvous, 3x the budget, 2 minutes of start-up). Raises SimkitError
     naming the node that failed or hung; on any exception (Ctrl-C too) stops every launch."""
-    threads = max(1, cores // (launch.nproc_per_node * len(launch.node_ranks)))
     sections = 2 if launch.nproc_per_node > 1 else 1
     if limit_s is None:
         limit_s = 2 * launch.timeout_s + 3 * sections * budget_s + 120
+    worker = dict(device=device, sizes=sizes, budget_s=sections * budget_s, min_samples=min_samples,
+                  max_samples=max_samples, threads=max(1, cores // (launch.nproc_per_node * len(launch.node_ranks))))
+    try:
+        return _launch(launch, worker, limit_s, on_wait)
+    except _Aborted as aborted:
+        if not launch.loopback:  # a cluster's other nodes would not relaunch with us
+            raise aborted.error from None
+    # gloo occasionally aborts a rank on loopback (SIGABRT; see collectives.run_workers): once more
+    try:
+        return _launch(replace(launch, endpoint=loopback_endpoint()), worker, limit_s, on_wait)
+    except _Aborted as aborted:
+        raise aborted.error from None
+
+
+class _Aborted(Exception):
+    """A rank was aborted (torchrun logs 'Signal 6 (SIGABRT) received by PID ...'); `error` says which node."""
+
+    def __init__(self, error: SimkitError):
+        super().__init__(str(error))
+        self.error = error
+
+
+def _launch(launch: NodeLaunch, worker: dict, limit_s: float, on_wait: Callable[[], None]) -> dict:
+    threads = worker["threads"]
     with tempfile.TemporaryDirectory(prefix="simkit-nodes-") as tmp:
         nodes = []
         try:
             for rank in launch.node_ranks:
                 output, log = Path(tmp) / f"node-{rank}.json", Path(tmp) / f"node-{rank}.log"
-                command = worker_command(launch.nproc_per_node, str(output), device=device, sizes=sizes,
-                                         budget_s=sections * budget_s, threads=threads, min_samples=min_samples,
-                                         max_samples=max_samples, launch=torchrun_args(launch, rank),
-                                         timeout_s=launch.timeout_s)
+                command = worker_command(launch.nproc_per_node, str(output), **worker,
+                                         launch=torchrun_args(launch, rank), timeout_s=launch.timeout_s)
                 with open(log, "w", encoding="utf-8") as log_file:
                     process = subprocess.Popen(command, env=dict(os.environ, OMP_NUM_THREADS=str(threads)),
                                                stdout=log_file, stderr=subprocess.STDOUT, start_new_session=True)
@@ -133,7 +154,9 @@ def _wait_all(nodes: list[_Node], launch: NodeLaunch, limit_s: float, on_wait: C
         for node in nodes:
             code = node.process.poll()
             if code is not None and (code != 0 or not node.output.exists()):
-                raise SimkitError(failure_message(node.rank, _read(node.log), launch, code), key="--comm")
+                log = _read(node.log)
+                error = SimkitError(failure_message(node.rank, log, launch, code), key="--comm")
+                raise _Aborted(error) if "(SIGABRT) received" in log else error
         if all(node.process.poll() == 0 for node in nodes):
             return
         if time.monotonic() - began > limit_s:

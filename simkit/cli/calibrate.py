@@ -78,19 +78,9 @@ def calibrate_cmd(device, quick, threads, comm, nproc, nnodes, node_rank, rdzv_e
     write a calibrated device profile usable as `hardware.device: <file>` in a plan.
 
     Interrupting (Ctrl-C, SIGTERM) writes nothing: an earlier profile at --output stays as it was."""
-    from simkit.measure import cpu_count
-
-    for flag, value in (("--nproc", nproc), ("--nnodes", nnodes), ("--node-rank", node_rank),
-                        ("--rdzv-endpoint", rdzv_endpoint), ("--comm-timeout", comm_timeout)):
-        if value is not None and not comm:
-            raise SimkitError(f"{flag} only applies with --comm", key=flag)
-    for flag, value in (("--node-rank", node_rank), ("--rdzv-endpoint", rdzv_endpoint), ("--comm-timeout", comm_timeout)):
-        if value is not None and (nnodes or 1) < 2:
-            raise SimkitError(f"{flag} only applies with --nnodes 2 or more", key=flag)
     device = device or _default_device()
-    settings = Settings(device=device, quick=quick, threads=threads if threads is not None else cpu_count(),
-                        comm=comm, nproc=nproc if nproc is not None else 2, nnodes=nnodes if nnodes is not None else 1, node_rank=node_rank,
-                        rdzv_endpoint=rdzv_endpoint, comm_timeout_s=comm_timeout if comm_timeout is not None else 300.0)
+    settings = _settings(device, quick, threads, comm, nproc=nproc, nnodes=nnodes, node_rank=node_rank,
+                         rdzv_endpoint=rdzv_endpoint, comm_timeout_s=comm_timeout)
     output = output or f"calibrated-{device}.yaml"
     check_settings(settings)  # before the progress bar: a bad setting is one line, no empty bar
     if settings.multinode and settings.node_rank:
@@ -111,6 +101,21 @@ def calibrate_cmd(device, quick, threads, comm, nproc, nnodes, node_rank, rdzv_e
         _append_history(result, history_path)
 
 
+def _settings(device: str, quick: bool, threads: int | None, comm: bool, **comm_flags) -> Settings:
+    """Settings from the flags; a --comm flag without --comm (or a node flag without --nnodes 2+) is an error."""
+    from simkit.measure import cpu_count
+
+    flags = {name: value for name, value in comm_flags.items() if value is not None}
+    for name in flags:
+        flag = "--" + name.removesuffix("_s").replace("_", "-")
+        if not comm:
+            raise SimkitError(f"{flag} only applies with --comm", key=flag)
+        if name not in ("nproc", "nnodes") and flags.get("nnodes", 1) < 2:
+            raise SimkitError(f"{flag} only applies with --nnodes 2 or more", key=flag)
+    return Settings(device=device, quick=quick, threads=threads if threads is not None else cpu_count(), comm=comm,
+                    **flags)
+
+
 def _join(settings: Settings) -> None:
     """Node 1.. of a run across nodes: the collective benchmark only; nothing is written here."""
     previous = signal.signal(signal.SIGTERM, _raise_interrupt)
@@ -122,8 +127,9 @@ def _join(settings: Settings) -> None:
         sys.exit(EXIT_INTERRUPTED)
     finally:
         signal.signal(signal.SIGTERM, previous)
-    click.echo(f"node {settings.node_rank} of {settings.nnodes}: took part in the collective benchmark "
-               f"({settings.nproc} process{'es' if settings.nproc != 1 else ''} here); node 0 writes the profile, nothing was written on this node")
+    processes = f"{settings.nproc} process{'es' if settings.nproc != 1 else ''}"
+    click.echo(f"node {settings.node_rank} of {settings.nnodes}: took part in the collective benchmark ({processes} "
+               "here); node 0 writes the profile, nothing was written on this node")
 
 
 def _print_summary(result: CalibrationResult, output: str) -> None:

@@ -161,13 +161,15 @@ def _comm_sizes(gpu: bool, quick: bool) -> tuple[int, ...]:
 
 
 def planned_seconds(plan: Plan, settings: Settings) -> float:
-    parts = ("matmul", "bandwidth", "attention") + (("collectives",) if settings.comm else ())
-    return float(sum(plan.seconds[p] for p in parts)) + (collective_sections(settings) - 1) * plan.seconds["collectives"]
+    parts = ("matmul", "bandwidth", "attention") + (("collectives",) * collective_sections(settings))
+    return float(sum(plan.seconds[p] for p in parts))
 
 
 def collective_sections(settings: Settings) -> int:
     """Sets of collectives measured: within the node, and across nodes when there are several (one rank
     per node has nothing to measure within the node). Each gets the plan's collectives budget."""
+    if not settings.comm:
+        return 0
     return 1 if not settings.multinode else (2 if settings.nproc > 1 else 1)
 
 

@@ -6,7 +6,8 @@ import sys
 
 import click
 
-from simkit.measure.calibrate import CalibrationResult, Settings, catalogue_device, check_settings, history_record, profile_text, run, summary_rows
+from simkit.measure.calibrate import (CalibrationResult, Settings, catalogue_device, check_settings, history_record,
+                                     join_collectives, profile_text, run, summary_rows)
 from simkit.core.errors import SimkitError
 from simkit.core.yamlio import write_atomic
 
@@ -54,26 +55,37 @@ class _Bar:
 @click.option("--quick", is_flag=True, help="Short run (at most about a minute): fewer shapes and samples.")
 @click.option("--threads", type=int, default=None, help="torch threads [default: all cores this process may use].")
 @click.option("--comm", is_flag=True, help="Also measure collectives (all-reduce, reduce-scatter, all-gather).")
-@click.option("--nproc", type=int, default=None, help="Processes for --comm [default: 2].")
+@click.option("--nproc", type=int, default=None, help="Processes for --comm, per node [default: 2].")
+@click.option("--nnodes", type=int, default=None,
+              help="Nodes for --comm: measure collectives within each node and across the nodes. Run the same "
+                   "command on every node with --node-rank and --rdzv-endpoint; without them the nodes are "
+                   "simulated on this machine (loopback) [default: 1].")
+@click.option("--node-rank", type=int, default=None,
+              help="This node's rank, 0 to NNODES-1; node 0 writes the profile, the others only take part.")
+@click.option("--rdzv-endpoint", default=None, metavar="HOST:PORT",
+              help="Where the nodes meet: node 0's address and a free port on it, the same on every node.")
+@click.option("--comm-timeout", type=float, default=None,
+              help="Seconds a node waits for the others to join, and for any one collective, with --nnodes "
+                   "[default: 300].")
 @click.option("--output", "-o", type=click.Path(dir_okay=False), default=None,
               help="Profile to write [default: calibrated-<device>.yaml].")
 @click.option("--history", "history_path", type=click.Path(dir_okay=False), default=None,
               help="History store to append to [default: $SIMKIT_HISTORY, else ~/.local/share/simkit/history.jsonl].")
 @click.option("--no-history", is_flag=True, help="Do not append a record to the history store.")
-def calibrate_cmd(device, quick, threads, comm, nproc, output, history_path, no_history):
+def calibrate_cmd(device, quick, threads, comm, nproc, nnodes, node_rank, rdzv_endpoint, comm_timeout, output,
+                  history_path, no_history):
     """Measure matmul, memory bandwidth, attention (and with --comm collectives) on this machine and
     write a calibrated device profile usable as `hardware.device: <file>` in a plan.
 
     Interrupting (Ctrl-C, SIGTERM) writes nothing: an earlier profile at --output stays as it was."""
-    from simkit.measure import cpu_count
-
-    if nproc is not None and not comm:
-        raise SimkitError("--nproc only applies with --comm", key="--nproc")
     device = device or _default_device()
-    settings = Settings(device=device, quick=quick, threads=threads if threads is not None else cpu_count(),
-                        comm=comm, nproc=nproc if nproc is not None else 2)
+    settings = _settings(device, quick, threads, comm, nproc=nproc, nnodes=nnodes, node_rank=node_rank,
+                         rdzv_endpoint=rdzv_endpoint, comm_timeout_s=comm_timeout)
     output = output or f"calibrated-{device}.yaml"
     check_settings(settings)  # before the progress bar: a bad setting is one line, no empty bar
+    if settings.multinode and settings.node_rank:
+        _join(settings)
+        return
     previous = signal.signal(signal.SIGTERM, _raise_interrupt)
     try:
         with _Bar() as bar:
@@ -89,16 +101,49 @@ def calibrate_cmd(device, quick, threads, comm, nproc, output, history_path, no_
         _append_history(result, history_path)
 
 
+def _settings(device: str, quick: bool, threads: int | None, comm: bool, **comm_flags) -> Settings:
+    """Settings from the flags; a --comm flag without --comm (or a node flag without --nnodes 2+) is an error."""
+    from simkit.measure import cpu_count
+
+    flags = {name: value for name, value in comm_flags.items() if value is not None}
+    for name in flags:
+        flag = "--" + name.removesuffix("_s").replace("_", "-")
+        if not comm:
+            raise SimkitError(f"{flag} only applies with --comm", key=flag)
+        if name not in ("nproc", "nnodes") and flags.get("nnodes", 1) < 2:
+            raise SimkitError(f"{flag} only applies with --nnodes 2 or more", key=flag)
+    return Settings(device=device, quick=quick, threads=threads if threads is not None else cpu_count(), comm=comm,
+                    **flags)
+
+
+def _join(settings: Settings) -> None:
+    """Node 1.. of a run across nodes: the collective benchmark only; nothing is written here."""
+    previous = signal.signal(signal.SIGTERM, _raise_interrupt)
+    try:
+        with _Bar() as bar:
+            join_collectives(settings, on_progress=bar)
+    except KeyboardInterrupt:
+        click.echo(f"interrupted: node {settings.node_rank} stopped its torchrun launch", err=True)
+        sys.exit(EXIT_INTERRUPTED)
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    processes = f"{settings.nproc} process{'es' if settings.nproc != 1 else ''}"
+    click.echo(f"node {settings.node_rank} of {settings.nnodes}: took part in the collective benchmark ({processes} "
+               "here); node 0 writes the profile, nothing was written on this node")
+
+
 def _print_summary(result: CalibrationResult, output: str) -> None:
     catalogue = catalogue_device(result)
     reference = f"catalogue {catalogue.name}" if catalogue is not None else "catalogue"
     click.echo(f"wrote {output} ({result.settings.device}, {result.settings.threads} threads, "
                f"{result.elapsed_s:.0f} s)")
-    click.echo(f"{'':32} {'measured':>12} {reference:>18} {'ratio':>7}")
-    for quantity, measured, reference_value in summary_rows(result, catalogue):
+    rows = summary_rows(result, catalogue)
+    width = max([32] + [len(quantity) for quantity, _, _ in rows])
+    click.echo(f"{'':{width}} {'measured':>12} {reference:>18} {'ratio':>7}")
+    for quantity, measured, reference_value in rows:
         ref = f"{reference_value:18.4g}" if reference_value else f"{'-':>18}"
         ratio = f"{measured / reference_value:7.0%}" if reference_value else f"{'-':>7}"
-        click.echo(f"{quantity:32} {measured:12.4g} {ref} {ratio}")
+        click.echo(f"{quantity:{width}} {measured:12.4g} {ref} {ratio}")
     if catalogue is not None and catalogue.name == "cpu":
         click.echo("note: the catalogue 'cpu' entry is a placeholder, not this machine's datasheet")
     extrapolated = sum(r.extrapolated for r in result.matmul)
@@ -106,12 +151,24 @@ def _print_summary(result: CalibrationResult, output: str) -> None:
         click.echo(f"note: {extrapolated} GEMM shape(s) did not fit the time budget and were extrapolated "
                    "from smaller shapes (marked extrapolated: true in the profile)")
     if result.collectives is not None:
-        for op, fit in result.collectives.ops.items():
-            if fit.fit_max_relative_error > 0.25:
-                click.echo(f"note: the {op} latency/bandwidth fit misses a measured size by up to "
-                           f"{fit.fit_max_relative_error:.0%} (per-size times: calibration.collectives.{op}.points)")
+        _print_collective_notes(result.collectives)
     for warning in result.warnings:
         click.echo(f"note: {warning}")
+
+
+def _print_collective_notes(c) -> None:
+    inter = c.inter_node
+    if inter is not None:
+        click.echo(f"collectives: {c.launch}")
+        if not c.ops:
+            click.echo(f"note: one rank per node: nothing to measure within a node; only the {inter.nnodes}-node "
+                       "fits (calibration.collectives.inter_node) were written")
+    fits = [(op, fit, op) for op, fit in c.ops.items()]
+    fits += [(f"inter-node {op}", fit, f"inter_node.{op}") for op, fit in (inter.ops.items() if inter else ())]
+    for name, fit, key in fits:
+        if fit.fit_max_relative_error > 0.25:
+            click.echo(f"note: the {name} latency/bandwidth fit misses a measured size by up to "
+                       f"{fit.fit_max_relative_error:.0%} (per-size times: calibration.collectives.{key}.points)")
 
 
 def _append_history(result: CalibrationResult, path: str | None) -> None:

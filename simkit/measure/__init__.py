@@ -5,6 +5,7 @@
 - `bandwidth`   memory copy, triad and a fused AdamW pass (bytes moved per second)
 - `attention`   scaled_dot_product_attention forward and backward (FLOP/s)
 - `collectives` all-reduce, reduce-scatter, all-gather across processes (torchrun workers)
+- `nodes`       the same across nodes: torchrun launches meeting at a c10d rendezvous (or on loopback)
 
 This module says *what* is measured: the `Target` (device kind and thread count) and the facts
 recorded with every result (device name, versions, flags). torch is imported inside functions

@@ -22,7 +22,7 @@ from simkit.core.errors import SimkitError
 if TYPE_CHECKING:
     from simkit.measure.attention import AttentionResult, AttentionShape
     from simkit.measure.bandwidth import BandwidthResult
-    from simkit.measure.collectives import CollectivesResult
+    from simkit.measure.collectives import CollectiveResult, CollectivesResult
     from simkit.measure.gemm import GemmResult
     from simkit.measure.timing import Budget
 
@@ -41,7 +41,20 @@ class Settings:
     """torch threads; on CPU the number of cores used."""
     comm: bool = False
     nproc: int = 2
-    """Processes for the collective benchmark (with `comm`)."""
+    """Processes for the collective benchmark (with `comm`); per node with `nnodes` > 1."""
+    nnodes: int = 1
+    """Nodes of the collective benchmark; > 1 measures within each node and across the nodes."""
+    node_rank: int | None = None
+    """This node (0 .. nnodes-1) when every node runs the command; None with nnodes > 1: all nodes are
+    simulated on loopback by this one process."""
+    rdzv_endpoint: str | None = None
+    """HOST:PORT of node 0, where the nodes meet (torchrun c10d rendezvous); with `node_rank`."""
+    comm_timeout_s: float = 300.0
+    """How long a node waits for the others (rendezvous, any one collective)."""
+
+    @property
+    def multinode(self) -> bool:
+        return self.comm and self.nnodes > 1
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -148,8 +161,16 @@ def _comm_sizes(gpu: bool, quick: bool) -> tuple[int, ...]:
 
 
 def planned_seconds(plan: Plan, settings: Settings) -> float:
-    parts = ("matmul", "bandwidth", "attention") + (("collectives",) if settings.comm else ())
+    parts = ("matmul", "bandwidth", "attention") + (("collectives",) * collective_sections(settings))
     return float(sum(plan.seconds[p] for p in parts))
+
+
+def collective_sections(settings: Settings) -> int:
+    """Sets of collectives measured: within the node, and across nodes when there are several (one rank
+    per node has nothing to measure within the node). Each gets the plan's collectives budget."""
+    if not settings.comm:
+        return 0
+    return 1 if not settings.multinode else (2 if settings.nproc > 1 else 1)
 
 
 # ----------------------------------------------------------------------------- measuring
@@ -157,8 +178,12 @@ def check_settings(settings: Settings) -> None:
     """Reject impossible settings with a sentence the user can act on."""
     if settings.threads < 1:
         raise SimkitError(f"{settings.threads} must be at least 1", key="--threads")
-    if settings.comm and settings.nproc < 2:
+    if settings.comm and settings.nnodes < 1:
+        raise SimkitError(f"{settings.nnodes} must be at least 1", key="--nnodes")
+    if settings.comm and settings.nnodes == 1 and settings.nproc < 2:
         raise SimkitError(f"{settings.nproc} must be at least 2 (a collective needs two processes)", key="--nproc")
+    if settings.multinode:
+        _check_nodes(settings)
     if settings.device == "cuda":
         import torch
 
@@ -168,6 +193,38 @@ def check_settings(settings: Settings) -> None:
         if settings.comm and settings.nproc > torch.cuda.device_count():
             raise SimkitError(f"{settings.nproc} processes need as many GPUs; this machine has "
                               f"{torch.cuda.device_count()}", key="--nproc")
+
+
+def _check_nodes(settings: Settings) -> None:
+    """The flags of a run across nodes (a sentence naming the flag for each mistake)."""
+    from simkit.measure.nodes import parse_endpoint
+
+    if settings.nproc < 1:
+        raise SimkitError(f"{settings.nproc} must be at least 1", key="--nproc")
+    if settings.comm_timeout_s <= 0:
+        raise SimkitError(f"{settings.comm_timeout_s:g} must be a positive number of seconds", key="--comm-timeout")
+    rank, last = settings.node_rank, settings.nnodes - 1
+    if rank is not None and not 0 <= rank <= last:
+        raise SimkitError(f"{rank} is out of range for --nnodes {settings.nnodes} (0 to {last})", key="--node-rank")
+    if rank is not None and settings.rdzv_endpoint is None:
+        raise SimkitError("needs --rdzv-endpoint HOST:PORT (node 0's address, the same on every node)",
+                          key="--node-rank")
+    if rank is None and settings.rdzv_endpoint is not None:
+        raise SimkitError(f"needs --node-rank (this node's rank, 0 to {last}); without both, the nodes are "
+                          "simulated on loopback", key="--rdzv-endpoint")
+    if settings.rdzv_endpoint is not None:
+        parse_endpoint(settings.rdzv_endpoint)
+
+
+def node_launch(settings: Settings):
+    """The torchrun launches of a run across nodes (simkit.measure.nodes.NodeLaunch)."""
+    from simkit.measure.nodes import NodeLaunch, loopback_endpoint
+
+    loopback = settings.node_rank is None
+    return NodeLaunch(nnodes=settings.nnodes, nproc_per_node=settings.nproc,
+                      node_ranks=tuple(range(settings.nnodes)) if loopback else (settings.node_rank,),
+                      endpoint=loopback_endpoint() if loopback else settings.rdzv_endpoint,
+                      timeout_s=settings.comm_timeout_s)
 
 
 def run(settings: Settings, plan: Plan | None = None, on_progress: Progress = lambda what, done, total: None,
@@ -188,10 +245,14 @@ def run(settings: Settings, plan: Plan | None = None, on_progress: Progress = la
     def report(label: str) -> None:
         on_progress(label, time.monotonic() - began, total)
 
+    comm_label = _comm_label(settings)
+    collectives = None
+    if settings.multinode:  # first: the other nodes wait in the rendezvous only for the start-up skew
+        collectives = _collectives(settings, plan, lambda: report(comm_label))
     with configured(target):
         matmul, memory, attn = _measure_rounds(target, plan, report)
-    collectives = _collectives(settings, plan, lambda: report(f"collectives ({settings.nproc} processes)")) \
-        if settings.comm else None
+    if settings.comm and not settings.multinode:
+        collectives = _collectives(settings, plan, lambda: report(comm_label))
     report("done")
     environment.update(interference(ticks, cpu_ticks()))
     result = CalibrationResult(settings=settings, date=date, environment=environment, matmul=matmul,
@@ -241,10 +302,41 @@ def _collectives(settings: Settings, plan: Plan, on_wait: Callable[[], None]) ->
     from simkit.measure.collectives import run_workers, summarize
 
     cores = settings.threads if settings.device == "cpu" else cpu_count()
+    if settings.multinode:
+        from simkit.measure.nodes import run_nodes
+
+        launch = node_launch(settings)
+        raw = run_nodes(launch, device=settings.device, sizes=list(plan.comm_sizes),
+                        budget_s=plan.seconds["collectives"], cores=cores, min_samples=plan.min_samples,
+                        max_samples=plan.max_samples, on_wait=on_wait)
+        return summarize(raw, launch=launch.describe())
     raw = run_workers(settings.nproc, device=settings.device, sizes=list(plan.comm_sizes),
                       budget_s=plan.seconds["collectives"], cores=cores, min_samples=plan.min_samples,
                       max_samples=plan.max_samples, on_wait=on_wait)
     return summarize(raw)
+
+
+def join_collectives(settings: Settings, on_progress: Progress = lambda what, done, total: None,
+                     ) -> CollectivesResult:
+    """Node `settings.node_rank` > 0 of a run across nodes: take part in the collective benchmark with
+    the plan node 0 uses (the ranks check they agree) and measure nothing else; node 0 writes the profile."""
+    check_settings(settings)
+    from simkit.measure import Target, device_facts, last_level_cache_bytes
+
+    target = Target(kind=settings.device, threads=settings.threads)
+    plan = default_plan(settings, last_level_cache_bytes(target), device_facts(target)["memory_bytes"])
+    began = time.monotonic()
+    label, planned = _comm_label(settings), planned_seconds(plan, settings)
+    return _collectives(settings, plan, lambda: on_progress(label, time.monotonic() - began, planned))
+
+
+def _comm_label(settings: Settings) -> str:
+    """What the progress bar shows while the collectives run."""
+    processes = f"{settings.nproc} process{'es' if settings.nproc != 1 else ''}"
+    if not settings.multinode:
+        return f"collectives ({processes})"
+    nodes = "loopback nodes" if settings.node_rank is None else "nodes"
+    return f"collectives ({settings.nnodes} {nodes} x {processes})"
 
 
 def _noisy(result: CalibrationResult) -> list[str]:
@@ -369,6 +461,11 @@ def _calibration_section(result: CalibrationResult) -> dict:
              "bytes_per_s_iqr": _sig(r.rate.iqr), "samples": len(r.rate.samples), "implementation": r.implementation})
     if result.collectives is not None:
         section["collectives"] = _collectives_section(result.collectives)
+        if result.collectives.inter_node is not None:
+            section["method"]["inter_node"] = (
+                f"{result.collectives.launch}. Every op and size is measured within each node (a process group "
+                "per node, all nodes at once) and right after over all ranks of all nodes; each sample is the "
+                "slowest rank's time")
     return section
 
 
@@ -392,22 +489,30 @@ def _attention_row(r: AttentionResult) -> dict:
 
 
 def _collectives_section(c: CollectivesResult) -> dict:
+    """`calibration.collectives`: the fits within one node, and across nodes under `inter_node`."""
     section: dict = {"backend": c.backend, "nproc": c.nproc, "threads_per_worker": c.threads_per_worker}
     if c.concurrent_matmul:
         section["concurrent_matmul"] = {**{key: c.concurrent_matmul[key] for key in ("m", "n", "k", "dtype")},
                                         "flop_per_s_median": _sig(c.concurrent_matmul["flop_per_s_median"]),
                                         "samples": c.concurrent_matmul.get("samples")}
-    for op, r in c.ops.items():
-        section[op] = {
-            "latency_us": _sig(r.latency_s * 1e6), "bus_bandwidth_gb_per_s": _sig(r.bus_bandwidth_bytes_per_s / 1e9),
-            "algorithm": r.algorithm,
-            "fit": "least squares on time = latency + bus_factor*bytes/busbw, residuals relative to time",
-            "fit_max_relative_error": _sig(r.fit_max_relative_error, 2),
-            "points": [{"bytes": p.size_bytes, "time_s_median": _sig(p.time_s_median), "time_s_iqr": _sig(p.time_s_iqr),
-                        "algbw_gb_per_s": _sig(p.algbw_bytes_per_s / 1e9),
-                        "busbw_gb_per_s": _sig(p.busbw_bytes_per_s / 1e9), "samples": len(p.seconds)}
-                       for p in r.points]}
+    section.update({op: _collective_entry(r) for op, r in c.ops.items()})
+    if c.inter_node is not None:
+        i = c.inter_node
+        section["inter_node"] = {"nnodes": i.nnodes, "nproc_per_node": i.nproc_per_node, "nproc": i.nproc,
+                                 **{op: _collective_entry(r) for op, r in i.ops.items()}}
     return section
+
+
+def _collective_entry(r: CollectiveResult) -> dict:
+    return {
+        "latency_us": _sig(r.latency_s * 1e6), "bus_bandwidth_gb_per_s": _sig(r.bus_bandwidth_bytes_per_s / 1e9),
+        "algorithm": r.algorithm,
+        "fit": "least squares on time = latency + bus_factor*bytes/busbw, residuals relative to time",
+        "fit_max_relative_error": _sig(r.fit_max_relative_error, 2),
+        "points": [{"bytes": p.size_bytes, "time_s_median": _sig(p.time_s_median), "time_s_iqr": _sig(p.time_s_iqr),
+                    "algbw_gb_per_s": _sig(p.algbw_bytes_per_s / 1e9),
+                    "busbw_gb_per_s": _sig(p.busbw_bytes_per_s / 1e9), "samples": len(p.seconds)}
+                   for p in r.points]}
 
 
 def profile_text(result: CalibrationResult) -> str:
@@ -448,13 +553,18 @@ def history_record(result: CalibrationResult) -> dict:
         for op, c in result.collectives.ops.items():
             for p in c.points:
                 benchmarks[f"{op}.busbw.{size_label(p.size_bytes)}"] = _entry("bytes_per_s", p.busbw_samples)
+        inter = result.collectives.inter_node
+        for op, c in (inter.ops.items() if inter is not None else ()):
+            for p in c.points:
+                benchmarks[f"inter_node.{op}.busbw.{size_label(p.size_bytes)}"] = _entry("bytes_per_s",
+                                                                                        p.busbw_samples)
     return {
         "id": new_record_id(result.date),
         "timestamp": result.date,
         "git_revision": git_revision(Path(__file__).resolve().parent),
         "fingerprint": fingerprint_of(result.environment),
         "settings": {"device": s.device, "quick": s.quick, "threads": s.threads, "comm": s.comm,
-                     "nproc": s.nproc if s.comm else None},
+                     "nproc": s.nproc if s.comm else None, **({"nnodes": s.nnodes} if s.multinode else {})},
         "benchmarks": benchmarks,
     }
 
@@ -502,8 +612,18 @@ def summary_rows(result: CalibrationResult, catalogue=None) -> list[tuple[str, f
     bw = best_bandwidth(result)
     rows.append(("memory bandwidth GB/s", bw.rate.median / 1e9,
                  catalogue.memory_bandwidth_bytes_per_s / 1e9 if catalogue is not None else None))
-    if result.collectives is not None and "all_reduce" in result.collectives.ops:
-        ar = result.collectives.ops["all_reduce"]
-        rows.append(("all-reduce busbw GB/s (fit)", ar.bus_bandwidth_bytes_per_s / 1e9, None))
-        rows.append(("all-reduce latency us (fit)", ar.latency_s * 1e6, None))
-    return rows
+    return rows + _all_reduce_rows(result.collectives)
+
+
+def _all_reduce_rows(c: CollectivesResult | None) -> list[tuple[str, float, None]]:
+    """All-reduce fit rows; across nodes, within one node and across all of them side by side."""
+    if c is None:
+        return []
+    fits = [("", c.ops.get("all_reduce"))]
+    if c.inter_node is not None:
+        nodes = c.inter_node.nnodes
+        fits = [(f", 1 node x {c.nproc}", fits[0][1]),
+                (f", {nodes} nodes x {c.inter_node.nproc_per_node}", c.inter_node.ops.get("all_reduce"))]
+    fits = [(where, fit) for where, fit in fits if fit is not None]
+    return ([(f"all-reduce busbw GB/s (fit{where})", fit.bus_bandwidth_bytes_per_s / 1e9, None) for where, fit in fits]
+            + [(f"all-reduce latency us (fit{where})", fit.latency_s * 1e6, None) for where, fit in fits])

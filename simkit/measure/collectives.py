@@ -1,9 +1,10 @@
 """Collective-communication benchmark: all-reduce, reduce-scatter and all-gather across N processes.
 
 `run_workers` starts N ranks of `simkit.measure.comm_worker` with torchrun (gloo on CPU, NCCL on
-CUDA); `summarize` turns their timings into algorithm and bus bandwidth as nccl-tests defines them
-(nccl-tests doc/PERFORMANCE.md) and an alpha-beta fit per collective. Running across nodes is
-described in comm_worker's docstring. This module does not import torch.
+CUDA); `simkit.measure.nodes` starts them across nodes. `summarize` turns their timings into
+algorithm and bus bandwidth as nccl-tests defines them (nccl-tests doc/PERFORMANCE.md) and an
+alpha-beta fit per collective, for the ranks of one node and, across nodes, for the whole world.
+This module does not import torch.
 """
 from __future__ import annotations
 
@@ -89,21 +90,49 @@ class CollectiveResult:
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
+class InterNodeResult:
+    """The collectives measured over the world group of ranks on several nodes."""
+
+    nnodes: int
+    nproc_per_node: int
+    nproc: int
+    """All ranks of the world group (nnodes * nproc_per_node)."""
+    ops: dict[str, CollectiveResult]
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
 class CollectivesResult:
     backend: str
     nproc: int
+    """Ranks of one node: the group `ops` were measured over."""
     threads_per_worker: int
     ops: dict[str, CollectiveResult]
+    """Within one node (empty when a node runs one rank: there is no collective to measure)."""
     concurrent_matmul: dict | None = None
     """fp32 GEMM per worker while all `nproc` workers multiply at once, sampled before the collectives and
     after each (comm_worker.concurrent_matmul)."""
+    inter_node: InterNodeResult | None = None
+    """Across nodes (`calibrate --comm --nnodes M`), measured right after each size within the node."""
+    launch: str = ""
+    """How the ranks were started, for the profile's method notes (empty on one node)."""
 
 
-def summarize(raw: dict) -> CollectivesResult:
+def summarize(raw: dict, launch: str = "") -> CollectivesResult:
     """comm_worker's JSON -> per-point bandwidths and a fit per collective."""
-    n = int(raw["nproc"])
+    inter = raw.get("inter_node")
+    inter_node = None if inter is None else InterNodeResult(
+        nnodes=int(inter["nnodes"]), nproc_per_node=int(inter["nproc_per_node"]), nproc=int(inter["nproc"]),
+        ops=_summarize_ops(inter["ops"], int(inter["nproc"])))
+    return CollectivesResult(backend=raw["backend"], nproc=int(raw["nproc"]),
+                             threads_per_worker=int(raw["threads_per_worker"]),
+                             ops=_summarize_ops(raw["ops"], int(raw["nproc"])),
+                             concurrent_matmul=raw.get("concurrent_matmul"), inter_node=inter_node, launch=launch)
+
+
+def _summarize_ops(raw_ops: dict, n: int) -> dict[str, CollectiveResult]:
+    """Each collective's points over `n` ranks -> bandwidths and an alpha-beta fit."""
     ops = {}
-    for op, data in raw["ops"].items():
+    for op, data in raw_ops.items():
         points = []
         for p in data["points"]:
             median, iqr = median_iqr(p["seconds"])
@@ -116,16 +145,19 @@ def summarize(raw: dict) -> CollectivesResult:
                     for p in points)
         ops[op] = CollectiveResult(op=op, algorithm=data["algorithm"], points=tuple(points), latency_s=latency,
                                    bus_bandwidth_bytes_per_s=bandwidth, fit_max_relative_error=error)
-    return CollectivesResult(backend=raw["backend"], nproc=n, threads_per_worker=int(raw["threads_per_worker"]),
-                             ops=ops, concurrent_matmul=raw.get("concurrent_matmul"))
+    return ops
 
 
 def worker_command(nproc: int, output: str, *, device: str, sizes: list[int], budget_s: float, threads: int,
-                   min_samples: int, max_samples: int, emulate_reduce_scatter: bool = False) -> list[str]:
-    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", str(nproc),
+                   min_samples: int, max_samples: int, emulate_reduce_scatter: bool = False,
+                   launch: list[str] | None = None, timeout_s: float | None = None) -> list[str]:
+    """The torchrun command line; `launch` replaces `--standalone --nproc_per_node N` (simkit.measure.nodes)."""
+    launch = launch if launch is not None else ["--standalone", "--nproc_per_node", str(nproc)]
+    command = [sys.executable, "-m", "torch.distributed.run", *launch,
                "-m", "simkit.measure.comm_worker", "--output", output, "--device", device,
                "--sizes", ",".join(map(str, sizes)), "--budget-s", f"{budget_s:.3f}", "--threads", str(threads),
                "--min-samples", str(min_samples), "--max-samples", str(max_samples)]
+    command += ["--timeout-s", f"{timeout_s:g}"] if timeout_s is not None else []
     return command + (["--emulate-reduce-scatter"] if emulate_reduce_scatter else [])
 
 

@@ -31,6 +31,10 @@ class ModelSpec:
     causal: bool = spec(True, doc="decoder (true) or encoder (false)")
     tied_embeddings: bool = spec(True, doc="the LM head shares the token embedding")
     attention: Literal["fused", "eager"] = spec("fused", doc="fused (flash/SDPA) or eager (scores materialized)")
+    implementation: Literal["fused", "eager"] = spec(
+        "fused", doc="fused kernels (Megatron/TransformerEngine, flash-attn: norms in the compute dtype, fused "
+        "SwiGLU) or eager PyTorch ops under autocast (fp32 norms, unfused SwiGLU)")
+    dropout: float = spec(0.0, minimum=0.0, maximum=0.99, doc="dropout probability (masks are kept when > 0)")
 
 
 @dataclass(kw_only=True)
@@ -53,6 +57,13 @@ class TrainingSpec:
         "attention core), ops (torchtitan op-level: every other matmul and the elementwise ops), layers (torchtitan: "
         "every n-th layer in full)")
     checkpoint_every_n_layers: int = spec(2, positive=True, doc="with selective_checkpointing: layers, the n")
+    master_weights: Optional[Literal["model", "optimizer"]] = spec(
+        None, doc="model: fp32 weights, autocast casts them each micro-step (PyTorch AMP, FSDP); optimizer: 16-bit "
+        "weights, fp32 master copy in the optimizer (Megatron, NeMo, DeepSpeed); default optimizer for zero_stage 1 "
+        "and 2 (distributed optimizer), else model")
+    cross_entropy: Literal["fused", "fp32"] = spec(
+        "fused", doc="fused: logits kept in the compute dtype, gradient in place (flash-attn, TE, Megatron fused CE); "
+        "fp32: logits cast to fp32 and the log-softmax kept (torch autocast)")
 
 
 @dataclass(kw_only=True)
@@ -279,6 +290,14 @@ def _check_parallelism(loc: Located, s: PlanSpec) -> None:
                         f"{per_step * t.grad_accum_steps}")
 
 
+def _derive_master_weights(s: PlanSpec) -> None:
+    """Megatron's and DeepSpeed's optimizer sharding (ZeRO 1 and 2) keep 16-bit weights with an fp32 master
+    copy in the optimizer; PyTorch DDP and FSDP keep fp32 weights under autocast."""
+    t = s.training
+    if t.master_weights is None:
+        t.master_weights = "optimizer" if s.parallelism.zero_stage in (1, 2) else "model"
+
+
 def _check_checkpointing(loc: Located, s: PlanSpec) -> None:
     """The selective-checkpointing keys only mean something with activation_checkpointing: selective."""
     t = s.training
@@ -322,6 +341,7 @@ def load_plan_located(loc: Located) -> Plan:
     _check_parallelism(loc, spec_)
     _check_data(loc, spec_)
     _check_checkpointing(loc, spec_)
+    _derive_master_weights(spec_)
     _check_precision(loc, spec_, device)
     return Plan(spec=spec_, device=device, intra_node=intra, inter_node=inter, source=loc.file or "<dict>")
 

@@ -109,20 +109,28 @@ def test_tp_backward_collectives_hide_behind_weight_gradients():
 
 
 def test_activation_memory_matches_korthikanti_table_2():
-    # Korthikanti et al. 2022, Table 2, bytes per layer at 16-bit, GPT-3 175B shape, t = 8
+    # Korthikanti et al. 2022, Table 2, bytes per layer at 16-bit with dropout and materialized attention,
+    # GPT-3 175B shape, t = 8. simkit also counts the fp32 mean and 1/std each LayerNorm keeps per token
+    # (8 bytes x 2 norms, which the paper leaves out) and, with fused attention, the fp32 log-sum-exp per
+    # head and token.
     s, b, h, a, t = 2048, 1, 12288, 96, 8
     tokens = s * b
-    eager = activation_bytes_per_layer
-    assert eager(tokens, h, a / t, s, b, 2, "eager", "none", t, False) == pytest.approx(
-        s * b * h * (10 + 24 / t + 5 * a * s / (h * t)))                     # tensor parallel
-    assert eager(tokens, h, a / t, s, b, 2, "eager", "none", t, True) == pytest.approx(
-        s * b * h / t * (34 + 5 * a * s / h))                                # + sequence parallel
-    assert eager(tokens, h, a / t, s, b, 2, "eager", "selective", t, False) == pytest.approx(
-        s * b * h * (10 + 24 / t))                                           # + selective recompute
-    assert eager(tokens, h, a / t, s, b, 2, "eager", "selective", t, True) == pytest.approx(
-        s * b * h * 34 / t)                                                  # SP + selective
-    assert eager(tokens, h, a / t, s, b, 2, "fused", "none", t, True) == pytest.approx(s * b * h * 34 / t)
-    assert eager(tokens, h, a / t, s, b, 2, "fused", "full", t, True) == pytest.approx(2 * s * b * h / t)
+    norms = 2 * 8 * tokens
+    kept = activation_bytes_per_layer
+    assert kept(tokens, h, a / t, s, b, 2, "eager", "none", t, False) == pytest.approx(
+        s * b * h * (10 + 24 / t + 5 * a * s / (h * t)) + norms)                    # tensor parallel
+    assert kept(tokens, h, a / t, s, b, 2, "eager", "none", t, True) == pytest.approx(
+        s * b * h / t * (34 + 5 * a * s / h) + norms / t)                           # + sequence parallel
+    assert kept(tokens, h, a / t, s, b, 2, "eager", "selective", t, False) == pytest.approx(
+        s * b * h * (10 + 24 / t) + norms)                                          # + selective recompute
+    assert kept(tokens, h, a / t, s, b, 2, "eager", "selective", t, True) == pytest.approx(
+        s * b * h * 34 / t + norms / t)                                             # SP + selective
+    lse = 4 * tokens * a / t
+    assert kept(tokens, h, a / t, s, b, 2, "fused", "none", t, True) == pytest.approx(s * b * h * 34 / t + norms / t + lse)
+    # without dropout the two 1-byte masks after attention and MLP go: 32 instead of 34
+    assert kept(tokens, h, a / t, s, b, 2, "fused", "none", t, True, dropout=False) == pytest.approx(
+        s * b * h * 32 / t + norms / t + lse)
+    assert kept(tokens, h, a / t, s, b, 2, "fused", "full", t, True) == pytest.approx(2 * s * b * h / t)
 
 
 # ----------------------------------------------------------------------------- context parallel

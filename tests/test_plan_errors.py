@@ -278,7 +278,7 @@ SET_CASES = [
      "--set 'training=4': KEY must be SECTION.NAME, e.g. hardware.nodes=4"),
     ("unknown key", "training.micro_batch=4",
      "--set 'training.micro_batch=4': training.micro_batch: unknown key; did you mean 'micro_batch_size' or "
-     "'global_batch_size'?"),
+     "'global_batch_size' or 'cross_entropy'?"),
     ("bad value", "training.micro_batch_size=four",
      "--set 'training.micro_batch_size=four': training.micro_batch_size: 'four' is not an integer"),
     ("empty value", "training.micro_batch_size=",

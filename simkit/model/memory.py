@@ -1,22 +1,25 @@
-"""Memory per device: weights, gradients, optimizer states, activations, buffers.
+"""Memory per device: weights, gradients, optimizer states, activations, buffers; the allocated peak, what
+the caching allocator reserves on top, and the CUDA context.
 
-Model states follow ZeRO (Rajbhandari et al. 2020, Sec. 3): with mixed precision and Adam, 2+2+12
-bytes per parameter (fp16 weights and grads, fp32 master/momentum/variance); stage 1 shards the
-optimizer states, stage 2 also the gradients, stage 3 also the weights over the data-parallel group.
-simkit follows torch.autocast practice instead: weights and grads held in fp32 (4+4 bytes) plus an
-autocast low-precision weight copy, so its per-parameter total is 4+4+8(+2).
-Activations follow Korthikanti et al. 2022 ("Reducing Activation Recomputation in Large Transformer
-Models"), Table 2, per layer in 16-bit: s*b*h*(34 + 5*a*s/h) without parallelism; with tensor
-parallelism t, s*b*h*(10 + 24/t + 5*a*s/(h*t)) (norms and dropouts replicated), and with sequence
-parallelism s*b*h/t*(34 + 5*a*s/h); the 5as/h term (attention scores) vanishes with fused attention and
-with selective recomputation; full recomputation keeps only the layer input, 2*s*b*h (2*s*b*h/t with SP).
-Context parallelism divides s by CP. With pipeline parallelism the first stage holds its layers'
-activations for several micro-batches in flight (pipeline.in_flight_microbatches); the last stage holds
-the logits. The busier of the first and the last stage is reported.
+Model states per parameter (precision.py): weights `param_bytes`, gradients `grad_bytes`, optimizer
+states (2 for Adam/LAMB, 1 for SGD with momentum) x 4 bytes plus an fp32 master copy where the model
+holds 16-bit weights. ZeRO (Rajbhandari et al. 2020, Sec. 3) shards the optimizer states (stage 1), also
+the gradients (2), also the weights (3) over the ranks that hold the same weights (data x context
+parallel). ZeRO-3 / FSDP gathers the weights of the layer being computed and prefetches the next one in
+the compute dtype (Zhao et al. 2023, "PyTorch FSDP", Sec. 3.3-3.4: one FSDP unit in flight plus one
+prefetched, limit_all_gathers), and holds one layer's unsharded gradient before its reduce-scatter.
+
+Activations are counted op by op, as the kernels save them for backward (`layer_activation_bytes`); for
+Megatron-style fused kernels with dropout and materialized attention this reproduces Korthikanti et al.
+2022 ("Reducing Activation Recomputation in Large Transformer Models"), Table 2: s*b*h*(34 + 5*a*s/h)
+bytes per layer without parallelism, s*b*h*(10 + 24/t + 5*a*s/(h*t)) with tensor parallelism t, and
+s*b*h/t*(34 + 5*a*s/h) with sequence parallelism. Context parallelism divides s by CP. With pipeline
+parallelism the first stage holds its layers' activations for several micro-batches in flight
+(pipeline.in_flight_microbatches); the last stage holds the logits. The busier of the first and the
+last stage is reported.
 """
 from __future__ import annotations
 
-import functools
 from dataclasses import dataclass
 
 import numpy as np
@@ -25,8 +28,16 @@ from simkit.model.precision import PrecisionPolicy
 
 OPTIMIZER_STATES = {"adamw": 2, "adam": 2, "lamb": 2, "sgd": 1}
 DDP_BUCKET_BYTES = 25 * 2**20          # torch DDP bucket_cap_mb default
-# CUDA context, cuBLAS/cuDNN workspaces and allocator fragmentation. Assumption: ~1 GiB on a GPU.
-FRAMEWORK_OVERHEAD_BYTES = 2**30
+# The CUDA context with cuBLAS/cuDNN/NCCL workspaces, outside PyTorch's allocator. Assumption: about 1 GiB
+# on a datacenter GPU (CUDA 12 lazy module loading keeps the context itself near 0.5 GiB; cuBLAS and
+# NCCL buffers add the rest); `simkit calibrate` does not measure it yet.
+CUDA_CONTEXT_BYTES = 2**30
+# What PyTorch's caching allocator reserves beyond the allocated peak: blocks are rounded up (512 B,
+# 2 MiB / 20 MiB segments) and freed blocks of the wrong size stay cached (PyTorch docs, "CUDA
+# semantics: memory management"). With the fixed shapes of a training step the cached blocks are reused
+# step after step, and expandable segments (PYTORCH_CUDA_ALLOC_CONF=expandable_segments:True) remove
+# most of the rest. Assumption, not a measurement: 5 % of the allocated peak.
+ALLOCATOR_FRAGMENTATION = 0.05
 
 
 @dataclass
@@ -36,43 +47,159 @@ class MemoryBreakdown:
     optimizer_states: object
     activations: object
     buffers: object
+    reserved_extra: object = 0.0     # caching-allocator blocks reserved beyond the allocated peak
+    context: object = 0.0            # CUDA context and library workspaces (outside the allocator)
+
+    KEYS = ("weights", "gradients", "optimizer_states", "activations", "buffers")
+
+    @property
+    def allocated(self):
+        """The allocated peak (torch.cuda.max_memory_allocated)."""
+        return self.weights + self.gradients + self.optimizer_states + self.activations + self.buffers
+
+    @property
+    def reserved(self):
+        """The reserved peak (torch.cuda.max_memory_reserved), what training logs print as memory."""
+        return self.allocated + self.reserved_extra
 
     @property
     def total(self):
-        return self.weights + self.gradients + self.optimizer_states + self.activations + self.buffers
-
-    KEYS = ("weights", "gradients", "optimizer_states", "activations", "buffers")
+        """What the device must hold: the reserved peak plus the CUDA context."""
+        return self.reserved + self.context
 
     def as_dict(self) -> dict:
         return {k: getattr(self, k) for k in self.KEYS}
 
 
-def activation_bytes_per_layer(tokens, d_model, n_heads_local, seq_len, batch, act_bytes: int,
-                               attention: str, checkpointing: str, tensor_parallel=1, sequence_parallel=False):
-    """Bytes kept for backward by one transformer layer on one device; `tokens` = batch x seq_len / CP."""
-    t = np.asarray(tensor_parallel, dtype=float)
-    if sequence_parallel:
-        full = 17.0 * act_bytes * tokens * d_model / t                 # 34*s*b*h/t at 2 bytes
-    else:
-        full = act_bytes * tokens * d_model * (5.0 + 12.0 / t)          # s*b*h*(10 + 24/t) at 2 bytes
-    scores = 2.5 * act_bytes * batch * n_heads_local * seq_len * seq_len    # 5*a*s^2*b/t at 2 bytes
-    if attention == "eager" and checkpointing == "none":
-        full = full + scores
-    layer_input = act_bytes * tokens * d_model / (t if sequence_parallel else 1.0)
-    if checkpointing == "full":
-        return layer_input        # the layer input only (2*s*b*h at 2 bytes), sharded over TP with SP
-    if checkpointing.startswith("selective-layers-"):
-        # every n-th layer keeps only its input; the others keep everything (attention scores included)
-        n = float(checkpointing.rsplit("-", 1)[1])
-        kept = full + (scores if attention == "eager" else 0.0)
-        return (1 - 1 / n) * kept + layer_input / n
-    if checkpointing == "selective-ops":
-        # approximation: the layer input plus half of what the layer keeps (every other matmul's output is
-        # saved, the elementwise outputs are recomputed)
-        return layer_input + 0.5 * full
+# ----------------------------------------------------------------------------- activations
+@dataclass
+class LayerDims:
+    """One layer's activation shapes on one device (arrays or scalars)."""
+
+    tokens: object           # micro_batch x seq_len / CP
+    batch: object
+    seq_len: object          # the full sequence (attention scores)
+    d_model: object
+    heads: object            # attention heads on this device (n_heads / TP)
+    kv_heads: object         # key/value heads on this device
+    head_dim: object
+    d_ff: object             # MLP width on this device (d_ff / TP)
+    tensor_parallel: object = 1
+    sequence_parallel: bool = False
+
+
+@dataclass(frozen=True)
+class ActivationPolicy:
+    act_bytes: int                  # activations between ops (2 with 16-bit compute, 4 in fp32)
+    attention: str = "fused"        # fused (flash/SDPA: q, k, v, out, logsumexp) | eager (scores materialized)
+    implementation: str = "fused"   # fused kernels (Megatron/TE, flash-attn) | eager (PyTorch ops under autocast)
+    mlp: str = "gelu"
+    dropout: bool = False           # dropout masks are kept only when dropout > 0
+    checkpointing: str = "none"     # none | selective | selective-ops | selective-layers-N | full
+    fp8: bool = False               # fp8 GEMMs (TransformerEngine): linear layers keep their inputs in fp8
+
+    @property
+    def linear_input_bytes(self) -> int:
+        """TransformerEngine's fp8 Linear casts its input to fp8 for the GEMM and keeps that fp8 copy for the
+        weight gradient (transformer_engine/pytorch/module/linear.py); other linears keep the compute dtype."""
+        return 1 if self.fp8 else self.act_bytes
+
+
+def _norm_input(d: LayerDims, p: ActivationPolicy):
+    """What a LayerNorm keeps: its input (fp32 under autocast, which upcasts norms; the compute dtype in a
+    fused kernel) and fp32 mean and 1/std per token. Sharded over TP with SP, replicated without."""
+    shard = d.tensor_parallel if d.sequence_parallel else 1.0
+    width = 4 if p.implementation == "eager" else p.act_bytes
+    return (width * d.tokens * d.d_model + 8 * d.tokens) / shard
+
+
+def _linear_input(d: LayerDims, p: ActivationPolicy):
+    """The input a column-parallel linear keeps (with SP Megatron keeps the sharded input and re-gathers
+    it in backward)."""
+    return p.linear_input_bytes * d.tokens * d.d_model / (d.tensor_parallel if d.sequence_parallel else 1.0)
+
+
+def _attention(d: LayerDims, p: ActivationPolicy, core_recomputed: bool):
+    """Q, K, V, the attention output and what the core keeps: the log-sum-exp (fused; FlashAttention,
+    Dao et al. 2022, Sec. 3.1) or the score-sized softmax output, dropout mask and output (eager)."""
+    a = p.act_bytes
+    qkv = a * d.tokens * (d.heads + 2 * d.kv_heads) * d.head_dim
+    out = a * d.tokens * d.heads * d.head_dim
+    # PyTorch's SDPA keeps its output and the out-projection keeps a reshaped copy; Megatron/TE keep one,
+    # plus the projection's fp8 copy with fp8 GEMMs
+    if p.implementation == "eager" and p.attention == "fused":
+        out = 2 * out
+    elif p.fp8:
+        out = out * (1 + 1 / a)
+    if p.attention == "fused":
+        return qkv + out + 4 * d.tokens * d.heads
+    if core_recomputed:                  # Megatron selective: the attention core is recomputed in backward
+        return qkv + out
+    # per score element: softmax output in fp32 plus its cast (autocast) or in the compute dtype (fused
+    # scale-mask-softmax); with dropout a 1-byte mask and the dropped-out probabilities
+    per_score = (4 + a) if p.implementation == "eager" else a
+    if p.dropout:
+        per_score += 1 + a
+    scores = d.batch * d.heads * d.seq_len * d.seq_len
+    return qkv + out + per_score * scores
+
+
+def _mlp(d: LayerDims, p: ActivationPolicy):
+    """GELU keeps its input and the down-projection its output; unfused SwiGLU keeps the gate, silu(gate)
+    and the up branch (silu and mul each save their inputs) plus the product, a fused SwiGLU kernel the
+    up-projection output and the product (Megatron-Core bias_swiglu_impl recomputes silu)."""
+    a, f, down = p.act_bytes, d.d_ff, p.linear_input_bytes
+    if p.mlp == "swiglu":
+        return d.tokens * f * (4 * a if p.implementation == "eager" else 2 * a + down)
+    return d.tokens * f * (a + down)
+
+
+def layer_activation_bytes(d: LayerDims, p: ActivationPolicy):
+    """Bytes one transformer layer keeps for backward on one device under the checkpointing policy."""
+    shard = d.tensor_parallel if d.sequence_parallel else 1.0
+    layer_input = p.act_bytes * d.tokens * d.d_model / shard
+    if p.checkpointing == "full":
+        return layer_input                    # the layer input only (Korthikanti et al. 2022, Sec. 4.3)
+    masks = 2 * d.tokens * d.d_model / shard if p.dropout else 0.0    # after attention and after the MLP
+    full = (2 * _norm_input(d, p) + 2 * _linear_input(d, p) + _attention(d, p, p.checkpointing == "selective")
+            + _mlp(d, p) + masks)
+    if p.checkpointing.startswith("selective-layers-"):
+        n = float(p.checkpointing.rsplit("-", 1)[1])   # every n-th layer keeps only its input
+        return (1 - 1 / n) * full + layer_input / n
+    if p.checkpointing == "selective-ops":
+        # torchtitan's op-level policy keeps every other matmul output and the attention output; the norms,
+        # activations and the other matmul outputs are recomputed: the layer input plus about half
+        return layer_input + 0.5 * (full - 2 * _norm_input(d, p))
     return full
 
 
+def activation_bytes_per_layer(tokens, d_model, n_heads_local, seq_len, batch, act_bytes: int, attention: str,
+                               checkpointing: str, tensor_parallel=1, sequence_parallel=False, dropout=True):
+    """Korthikanti et al. 2022's accounting (Megatron fused kernels, GELU MLP with d_ff = 4 d_model, heads
+    of d_model / n_heads): bytes kept by one layer. Kept for the known-answer tests."""
+    t = np.asarray(tensor_parallel, dtype=float)
+    heads = np.asarray(n_heads_local, dtype=float)
+    d = LayerDims(tokens=tokens, batch=batch, seq_len=seq_len, d_model=d_model, heads=heads, kv_heads=heads,
+                  head_dim=d_model / (heads * t), d_ff=4 * d_model / t, tensor_parallel=t,
+                  sequence_parallel=sequence_parallel)
+    p = ActivationPolicy(act_bytes=act_bytes, attention=attention, implementation="fused", mlp="gelu",
+                         dropout=dropout, checkpointing=checkpointing)
+    return layer_activation_bytes(d, p)
+
+
+def logits_bytes(tokens, vocab_local, act_bytes: int, cross_entropy: str):
+    """What the loss keeps at its peak, at the start of backward, per device:
+    - fused: the logits in the compute dtype, the gradient written into them in place, an fp32
+      log-sum-exp per token (flash-attn's cross_entropy, TransformerEngine / Megatron fused CE, Liger);
+    - fp32: logits cast to fp32, the fp32 log-softmax kept, and in backward its gradient and the input
+      gradient both fp32 (F.cross_entropy under autocast or on `.float()` logits): 12 bytes per logit,
+      10 when the compute dtype's cast is freed first."""
+    if cross_entropy == "fused":
+        return tokens * vocab_local * act_bytes + 4 * tokens
+    return tokens * vocab_local * (act_bytes + 2 * 4)
+
+
+# ----------------------------------------------------------------------------- one stage
 @dataclass
 class StageMemoryInputs:
     """What one pipeline stage holds (arrays or scalars): its parameters on this device (TP shard) and
@@ -84,36 +211,53 @@ class StageMemoryInputs:
     holds_logits: object         # 1.0 on the last stage, else 0.0
 
 
-def memory_per_device(*, stage: StageMemoryInputs, params_per_layer_local, tokens, d_model, n_heads_local,
-                      seq_len, batch, vocab_local, prec: PrecisionPolicy, optimizer: str, zero_stage: int,
-                      shard_group, tensor_parallel, sequence_parallel: bool, attention: str, checkpointing: str,
-                      host: bool) -> MemoryBreakdown:
-    """Memory of one device of `stage`; `shard_group` = the ranks ZeRO shards over (data x context)."""
-    local = stage.params_local
+# fp8 GEMMs on Hopper need each fp8 weight in both layouts (the forward GEMM and the data-gradient GEMM):
+# TransformerEngine keeps the transpose beside the fp8 weight through the step (Float8Tensor's cached
+# transpose, transformer_engine/pytorch/tensor/float8_tensor.py): 1 byte per linear weight.
+FP8_WEIGHT_CACHE_BYTES = 1
+
+
+def model_states(*, params_local, params_per_layer_local, prec: PrecisionPolicy, optimizer: str, zero_stage: int,
+                 shard_group, grads_at_peak, linear_params_local=0.0) -> tuple:
+    """(weights, gradients, optimizer states incl. the fp32 master, ZeRO-3 gathered buffers) in bytes."""
     dp = np.asarray(shard_group, dtype=float)
-    weights = local * prec.param_bytes / (dp if zero_stage >= 3 else 1)
-    if prec.weight_copy_bytes:
-        # autocast copy of the weights in use: all of them, or two gathered layers under ZeRO-3
-        copy = (2 * params_per_layer_local if zero_stage >= 3 else local) * prec.weight_copy_bytes
-        weights = weights + copy
-    grads = local * prec.grad_bytes / (dp if zero_stage >= 2 else 1)
-    states = local * OPTIMIZER_STATES[optimizer] * prec.optimizer_state_bytes / (dp if zero_stage >= 1 else 1)
-    layer = functools.partial(activation_bytes_per_layer, tokens, d_model, n_heads_local, seq_len, batch,
-                              prec.activation_bytes, attention, tensor_parallel=tensor_parallel,
-                              sequence_parallel=sequence_parallel)
-    acts = stage.layers * stage.in_flight * layer(checkpointing)
-    if checkpointing == "full" or checkpointing.startswith("selective-layers"):
+    weights = params_local * prec.param_bytes / (dp if zero_stage >= 3 else 1)
+    if prec.weight_copy_bytes and zero_stage < 3:
+        weights = weights + params_local * prec.weight_copy_bytes     # autocast's compute-dtype copy
+    if prec.precision == "fp8":
+        weights = weights + linear_params_local * FP8_WEIGHT_CACHE_BYTES
+    grads = grads_at_peak * params_local * prec.grad_bytes / (dp if zero_stage >= 2 else 1)
+    per_param = OPTIMIZER_STATES[optimizer] * prec.optimizer_state_bytes + prec.master_bytes
+    states = params_local * per_param / (dp if zero_stage >= 1 else 1)
+    if zero_stage >= 3:   # the gathered layer, the prefetched one, and one layer's unsharded gradient
+        gathered = (2 + grads_at_peak) * params_per_layer_local * prec.activation_bytes
+    else:
+        gathered = np.where(dp > 1, 2.0 * DDP_BUCKET_BYTES, 0.0) if zero_stage == 0 else 0.0 * dp
+    return weights, grads, states, gathered
+
+
+def memory_per_device(*, stage: StageMemoryInputs, params_per_layer_local, dims: LayerDims, vocab_local,
+                      prec: PrecisionPolicy, act: ActivationPolicy, optimizer: str, zero_stage: int, shard_group,
+                      cross_entropy: str, grads_at_peak, host: bool) -> MemoryBreakdown:
+    """Memory of one device of `stage`; `shard_group` = the ranks ZeRO shards over (data x context)."""
+    weights, grads, states, buffers = model_states(
+        params_local=stage.params_local, params_per_layer_local=params_per_layer_local, prec=prec,
+        optimizer=optimizer, zero_stage=zero_stage, shard_group=shard_group, grads_at_peak=grads_at_peak,
+        linear_params_local=stage.layers * params_per_layer_local / (shard_group if zero_stage >= 3 else 1))
+    acts = stage.layers * stage.in_flight * layer_activation_bytes(dims, act)
+    if act.checkpointing == "full" or act.checkpointing.startswith("selective-layers"):
         # one checkpointed layer is re-materialized at a time during backward
-        acts = acts + layer("none")
-    logits = tokens * vocab_local * (prec.activation_bytes + 2 * prec.softmax_bytes)
-    acts = acts + stage.holds_logits * logits
-    buffers = np.where(dp > 1, 2.0 * DDP_BUCKET_BYTES, 0.0) if zero_stage == 0 else \
-        2.0 * params_per_layer_local * prec.activation_bytes
-    buffers = buffers + (0.0 if host else FRAMEWORK_OVERHEAD_BYTES)
-    return MemoryBreakdown(weights, grads, states, acts, buffers)
+        from dataclasses import replace
+
+        acts = acts + layer_activation_bytes(dims, replace(act, checkpointing="none"))
+    acts = acts + stage.holds_logits * logits_bytes(dims.tokens, vocab_local, act.act_bytes, cross_entropy)
+    allocated = weights + grads + states + acts + buffers
+    extra = 0.0 if host else ALLOCATOR_FRAGMENTATION * allocated
+    return MemoryBreakdown(weights, grads, states, acts, buffers, extra, 0.0 if host else CUDA_CONTEXT_BYTES)
 
 
 def busiest(a: MemoryBreakdown, b: MemoryBreakdown) -> MemoryBreakdown:
     """Elementwise, the breakdown of whichever of two stages needs more memory in total."""
     pick = a.total >= b.total
-    return MemoryBreakdown(*(np.where(pick, getattr(a, k), getattr(b, k)) for k in MemoryBreakdown.KEYS))
+    keys = MemoryBreakdown.KEYS + ("reserved_extra", "context")
+    return MemoryBreakdown(*(np.where(pick, getattr(a, k), getattr(b, k)) for k in keys))

@@ -1,9 +1,22 @@
 """Mixed precision: which dtype each kind of tensor is held and computed in.
 
-Follows `torch.autocast` semantics: matmuls run in the low-precision dtype, while softmax, losses
-and norms are on its float32 list (PyTorch docs, "Automatic Mixed Precision package — CUDA ops
-that can autocast to float32"). Master weights and optimizer states stay in fp32 (Micikevicius et
-al. 2018, "Mixed Precision Training", Sec. 3.1).
+Two ways of holding the weights are in use, and they differ in memory and in per-step work:
+
+- `master_weights: model` -- `torch.autocast` (PyTorch AMP, FSDP's MixedPrecision, HF Trainer): the
+  model's weights and gradients stay fp32; every micro-step autocast casts the weights to the compute
+  dtype (kept for backward), matmuls run in it, softmax, losses and norms are on autocast's float32
+  list (PyTorch docs, "Automatic Mixed Precision package - CUDA ops that can autocast to float32").
+- `master_weights: optimizer` -- Megatron-LM / NeMo (Float16OptimizerWithFloat16Params, the
+  distributed optimizer) and DeepSpeed ZeRO: the model holds 16-bit weights, the optimizer an fp32
+  master copy beside its states (Micikevicius et al. 2018, "Mixed Precision Training", Sec. 3.1;
+  Rajbhandari et al. 2020, Sec. 3: 2 + 2 + 12 bytes per parameter). Megatron accumulates and reduces
+  gradients in fp32 ("main_grad"; bf16 requires it, megatron/training/arguments.py), so its gradient
+  buffer is 4 bytes per parameter. No per-micro-step weight cast: the optimizer writes the 16-bit
+  copy once per step.
+
+fp8 (TransformerEngine style) keeps bf16 activations between the fp8 GEMMs. With the fp32 master in the
+optimizer, the model's weights themselves are fp8 (Megatron-Core / NeMo / Megatron-Bridge fp8 recipes
+with fp8_param_gather: TransformerEngine's fp8 primary weights), gathered in fp8 by ZeRO-1.
 """
 from __future__ import annotations
 
@@ -18,19 +31,23 @@ class PrecisionPolicy:
     gemm_dtype: str               # dtype whose peak FLOP/s applies to matmuls
     activation_bytes: int         # activations between ops
     softmax_bytes: int            # softmax / loss outputs (fp32 under autocast)
-    param_bytes: int              # master weights
-    grad_bytes: int               # gradients as held and reduced by DDP (param dtype)
+    param_bytes: int              # the model's weights as held (fp32 under autocast, 16-bit with an fp32 master)
+    grad_bytes: int               # gradients as held and reduced
     optimizer_state_bytes: int    # per state tensor (exp_avg, exp_avg_sq, momentum)
-    weight_copy_bytes: int        # low-precision weight copy made by autocast per micro-step (0 for fp32)
+    master_bytes: int             # fp32 master copy held by the optimizer (0 when the model's weights are fp32)
+    weight_copy_bytes: int        # low-precision weight copy made by autocast per micro-step (0 without autocast)
     loss_scaling: bool            # fp16: GradScaler unscale + inf check over the gradients
+    master_weights: str = "model"
 
 
-def policy(precision: str) -> PrecisionPolicy:
-    """The precision policy for a plan's `training.precision`."""
+def policy(precision: str, master_weights: str = "model") -> PrecisionPolicy:
+    """The precision policy for a plan's `training.precision` and `training.master_weights`."""
     if precision in ("fp32", "tf32"):
         # tf32 changes only the matmul unit; tensors stay fp32.
-        return PrecisionPolicy(precision, precision, 4, 4, 4, 4, 4, 0, False)
-    if precision == "fp8":
-        # Transformer-Engine style: fp8 GEMMs with bf16 activations between them.
-        return PrecisionPolicy(precision, "fp8", 2, 4, 4, 4, 4, 2, False)
-    return PrecisionPolicy(precision, precision, 2, 4, 4, 4, 4, 2, precision == "fp16")
+        return PrecisionPolicy(precision, precision, 4, 4, 4, 4, 4, 0, 0, False, master_weights)
+    gemm = "fp8" if precision == "fp8" else precision
+    scaling = precision == "fp16"
+    if master_weights == "optimizer":
+        weights = 1 if precision == "fp8" else 2
+        return PrecisionPolicy(precision, gemm, 2, 4, weights, 4, 4, 4, 0, scaling, master_weights)
+    return PrecisionPolicy(precision, gemm, 2, 4, 4, 4, 4, 0, 2, scaling, master_weights)

@@ -22,7 +22,8 @@ from simkit.model import cost
 from simkit.model.comm.collectives import Fabric, collective_time, p2p_time
 from simkit.model.comm.topology import Group, Placement, place
 from simkit.model.compute import MicroBatchTimes, micro_batch_times
-from simkit.model.memory import MemoryBreakdown, StageMemoryInputs, busiest, memory_per_device
+from simkit.model.memory import (ActivationPolicy, LayerDims, MemoryBreakdown, StageMemoryInputs, busiest,
+                                 memory_per_device)
 from simkit.model.parallel import context, pipeline, tensor
 from simkit.model.parallel.data import StepCompute, data_parallel_comm
 from simkit.model.precision import policy
@@ -59,6 +60,10 @@ class Categorical:
     tp_comm_overlap: bool = False
     selective: str = "attention"        # what selective checkpointing recomputes (see compute.py)
     checkpoint_every: int = 2           # with selective == "layers"
+    master_weights: str = "model"       # precision.py: fp32 weights under autocast, or 16-bit + fp32 master
+    cross_entropy: str = "fused"        # memory.logits_bytes
+    implementation: str = "fused"       # fused kernels or eager PyTorch ops (memory.ActivationPolicy)
+    dropout: bool = False               # dropout probability > 0
 
 
 @dataclass(kw_only=True)
@@ -98,6 +103,7 @@ class Prediction:
     total_time_s: float | None
     mfu: float
     memory_per_device_bytes: float
+    """What the device must hold: the reserved peak plus the CUDA context."""
     memory_breakdown_bytes: dict[str, float]
     memory_capacity_bytes: float
     fits_in_memory: bool
@@ -106,6 +112,14 @@ class Prediction:
     model_flop_per_step: float
     device_hours: float | None = None
     cost_usd: float | None = None
+    memory_allocated_peak_bytes: float = 0.0
+    """torch.cuda.max_memory_allocated: model states, activations and buffers at the peak."""
+    memory_reserved_peak_bytes: float = 0.0
+    """torch.cuda.max_memory_reserved: the allocated peak plus what the caching allocator keeps."""
+    memory_context_bytes: float = 0.0
+    """CUDA context and library workspaces, outside PyTorch's allocator."""
+    memory_advice: list[str] = field(default_factory=list)
+    """When the plan does not fit: the smallest changes that make it fit."""
     communication_s: dict[str, dict[str, float]] = field(default_factory=dict)
     """Per kind (tensor, context, pipeline, data): seconds per step, 'exposed' and 'total'."""
     pipeline: dict = field(default_factory=dict)
@@ -225,6 +239,8 @@ def _step_extras(c: Categorical, n: Numeric, prec, local, accum, shard, activati
     # host devices re-map their activation memory every micro-step (see cost.first_touch_time)
     allocation = accum * cost.first_touch_time(dev, activations)
     per_param = OPTIMIZER_BYTES_PER_PARAM[c.optimizer] + (LOSS_SCALING_BYTES_PER_PARAM if prec.loss_scaling else 0)
+    if prec.master_bytes:   # the optimizer updates the fp32 master and writes the model's 16-bit copy
+        per_param += prec.param_bytes
     opt_bytes = states * per_param
     optimizer = opt_bytes / (cost.bandwidth(dev, opt_bytes, "optimizer_step") * bshare)
     return casts + allocation / 2, accumulate + allocation / 2, optimizer
@@ -278,13 +294,19 @@ def _memory(c: Categorical, n: Numeric, prec, shape: Shape, sp: StageParams, lay
             m, shard) -> MemoryBreakdown:
     tp = np.asarray(n.tensor_parallel, dtype=float)
     pp, v = n.pipeline_parallel, n.virtual_pipeline_stages
-    common = dict(params_per_layer_local=sp.per_layer, tokens=shape.tokens, d_model=n.d_model,
-                  n_heads_local=np.asarray(n.n_heads) / tp, seq_len=n.seq_len, batch=n.micro_batch_size,
-                  vocab_local=np.asarray(n.vocab_size) / tp, prec=prec, optimizer=c.optimizer,
-                  zero_stage=c.zero_stage, shard_group=shard, tensor_parallel=tp,
-                  sequence_parallel=c.sequence_parallel, attention=c.attention,
-                  checkpointing=_memory_policy(c),
-                  host=cost.is_host_device(c.device))
+    ff = np.asarray(n.d_ff, dtype=float)
+    dims = LayerDims(tokens=shape.tokens, batch=n.micro_batch_size, seq_len=n.seq_len, d_model=n.d_model,
+                     heads=np.asarray(n.n_heads) / tp, kv_heads=np.asarray(n.n_kv_heads) / tp, head_dim=shape.head_dim,
+                     d_ff=ff / tp, tensor_parallel=tp, sequence_parallel=c.sequence_parallel)
+    act = ActivationPolicy(act_bytes=prec.activation_bytes, attention=c.attention, implementation=c.implementation,
+                           mlp=c.mlp, dropout=c.dropout, checkpointing=_memory_policy(c), fp8=c.precision == "fp8")
+    # gradients exist at the activation peak (the start of backward) when they persist between steps
+    # (Megatron's fp32 main_grad buffers) or accumulate over micro-batches; PyTorch optimizers free them
+    # at zero_grad (set_to_none=True, the default since torch 2.0)
+    grads = np.where((np.asarray(m) > 1) | (c.master_weights == "optimizer"), 1.0, 0.0)
+    common = dict(params_per_layer_local=sp.per_layer, dims=dims, vocab_local=np.asarray(n.vocab_size) / tp,
+                  prec=prec, act=act, optimizer=c.optimizer, zero_stage=c.zero_stage, shard_group=shard,
+                  cross_entropy=c.cross_entropy, grads_at_peak=grads, host=cost.is_host_device(c.device))
     single = np.asarray(pp) == 1
     first = memory_per_device(stage=StageMemoryInputs(sp.first, layers.first,
                                                       pipeline.in_flight_microbatches(pp, m, v, stage=0),
@@ -303,7 +325,8 @@ def _data_comm(c: Categorical, n: Numeric, prec, sp: StageParams, layers, stage0
                           bwd_micro=stage0.bwd + stage0.rec, fwd_micro=stage0.fwd)
     dpc = data_parallel_comm(zero_stage=c.zero_stage, params_local=sp.first, params_per_layer_local=sp.per_layer,
                              n_layers=layers.first, accum=accum, group=pl.gradient, grad_bytes=prec.grad_bytes,
-                             gather_bytes=prec.activation_bytes, fabric=fabric, compute=compute,
+                             gather_bytes=prec.param_bytes if prec.master_bytes else prec.activation_bytes,
+                             fabric=fabric, compute=compute,
                              overlap=not cost.is_host_device(c.device))
     pp = np.asarray(n.pipeline_parallel, dtype=float)
     if not c.tied:
@@ -317,7 +340,7 @@ def _data_comm(c: Categorical, n: Numeric, prec, sp: StageParams, layers, stage0
 
 def simulate(c: Categorical, n: Numeric) -> dict[str, np.ndarray]:
     """Vectorized step simulation; returns arrays keyed like the Prediction fields."""
-    prec = policy(c.precision)
+    prec = policy(c.precision, c.master_weights)
     dev = c.device
     tp, cp, pp, v, dp, m = (np.asarray(x, dtype=float) for x in (
         n.tensor_parallel, n.context_parallel, n.pipeline_parallel, n.virtual_pipeline_stages, n.data_parallel,
@@ -388,7 +411,8 @@ def categorical(plan) -> Categorical:
     m, t, p = plan.model, plan.training, plan.parallelism
     return Categorical(plan.device, plan.intra_node, plan.inter_node, t.precision, t.optimizer,
                        t.activation_checkpointing, m.attention, m.mlp, m.causal, m.tied_embeddings, p.zero_stage,
-                       p.sequence_parallel, p.tp_comm_overlap, t.selective_checkpointing, t.checkpoint_every_n_layers)
+                       p.sequence_parallel, p.tp_comm_overlap, t.selective_checkpointing, t.checkpoint_every_n_layers,
+                       t.master_weights, t.cross_entropy, m.implementation, m.dropout > 0)
 
 
 def numeric(plan) -> Numeric:
@@ -467,7 +491,8 @@ def predict(plan) -> Prediction:
         samples_per_s=_f(r["samples_per_s"]), tokens_per_s=_f(r["tokens_per_s"]),
         iterations_per_epoch=int(iters) if has_data else None,
         epoch_time_s=_f(r["epoch_time_s"]) if has_data else None, total_time_s=total,
-        mfu=_f(r["mfu"]), memory_per_device_bytes=total_mem,
+        mfu=_f(r["mfu"]), memory_per_device_bytes=total_mem, memory_allocated_peak_bytes=_f(mem.allocated),
+        memory_reserved_peak_bytes=_f(mem.reserved), memory_context_bytes=_f(mem.context),
         memory_breakdown_bytes={k: _f(v) for k, v in mem.as_dict().items()}, memory_capacity_bytes=capacity,
         fits_in_memory=bool(total_mem <= capacity), breakdown_s=breakdown, parameters=_f(r["parameters"]),
         model_flop_per_step=_f(r["model_flop_per_step"]), device_hours=device_hours,

@@ -107,6 +107,8 @@ class Plan:
     intra_node: hw.Interconnect | None
     inter_node: hw.Interconnect | None
     source: str = "<dict>"
+    raw: dict = dataclasses.field(default_factory=dict, repr=False, compare=False)
+    """The plan as written (presets expanded), before anything was derived: reload it with other overrides."""
 
     # shorthands used by the simulator
     @property
@@ -335,6 +337,7 @@ def load_plan_located(loc: Located) -> Plan:
     if not isinstance(loc.data, dict):
         raise loc.error((), f"expected a mapping with model, training, hardware; got {type(loc.data).__name__}")
     _expand_preset(loc)
+    raw = copy.deepcopy(loc.data)
     spec_ = build(PlanSpec, loc.data, loc)
     _check_model(loc, spec_.model)
     device, intra, inter = _resolve_hardware(loc, spec_)
@@ -343,7 +346,8 @@ def load_plan_located(loc: Located) -> Plan:
     _check_checkpointing(loc, spec_)
     _derive_master_weights(spec_)
     _check_precision(loc, spec_, device)
-    return Plan(spec=spec_, device=device, intra_node=intra, inter_node=inter, source=loc.file or "<dict>")
+    return Plan(spec=spec_, device=device, intra_node=intra, inter_node=inter, source=loc.file or "<dict>",
+                raw=raw)
 
 
 def load_plan(source: Any, overrides: list[str] | tuple[str, ...] = ()) -> Plan:

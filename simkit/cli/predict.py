@@ -52,11 +52,7 @@ def format_prediction(plan, pred) -> str:
     out += [_rows(summary), "", "Step breakdown (seconds per optimizer step)"]
     out += _breakdown_lines(pred)
     out += _pipeline_lines(pred)
-    verdict = "fits" if pred.fits_in_memory else "DOES NOT FIT"
-    out += ["", f"Memory per device: {human_bytes(pred.memory_per_device_bytes)} of "
-                f"{human_bytes(pred.memory_capacity_bytes)} ({verdict})"]
-    for key, value in pred.memory_breakdown_bytes.items():
-        out.append(f"  {key.replace('_', ' '):<38} {human_bytes(value):>12}")
+    out += _memory_lines(plan, pred)
     if pred.placement:
         out += ["", "Placement (Megatron order: tensor innermost, then context, data, pipeline)"]
         out += [f"  {note}" for note in pred.placement]
@@ -67,6 +63,40 @@ def format_prediction(plan, pred) -> str:
 
 _COMM_LABELS = {"tensor": "tensor-parallel collectives", "context": "context-parallel K/V ring",
                 "pipeline": "pipeline sends", "data": "data-parallel gradients/weights"}
+
+
+def _memory_lines(plan, pred) -> list[str]:
+    cap, need = pred.memory_capacity_bytes, pred.memory_per_device_bytes
+    verdict = (f"fits, {human_bytes(cap - need)} headroom" if pred.fits_in_memory
+               else f"DOES NOT FIT, {human_bytes(need - cap)} over")
+    out = ["", f"Memory per device: {human_bytes(need)} of {human_bytes(cap)} ({verdict})",
+           f"  {'allocated peak':<38} {human_bytes(pred.memory_allocated_peak_bytes):>12}  (max_memory_allocated)"]
+    for key, value in pred.memory_breakdown_bytes.items():
+        out.append(f"    {key.replace('_', ' '):<36} {human_bytes(value):>12}")
+    extra = pred.memory_reserved_peak_bytes - pred.memory_allocated_peak_bytes
+    if extra > 0 or pred.memory_context_bytes > 0:
+        out.append(f"  {'reserved peak':<38} {human_bytes(pred.memory_reserved_peak_bytes):>12}  "
+                   f"(max_memory_reserved: + {human_bytes(extra)} caching allocator)")
+        out.append(f"  {'CUDA context and workspaces':<38} {human_bytes(pred.memory_context_bytes):>12}")
+    t = plan.training
+    notes = [f"{t.master_weights} master weights", f"{t.cross_entropy} cross-entropy",
+             f"{plan.model.implementation} kernels"]
+    if pred.pipeline:
+        notes.append(f"{pred.pipeline['in_flight_microbatches_first_stage']:.2f} micro-batches in flight on the "
+                     "first pipeline stage")
+    out.append(f"  ({', '.join(notes)})")
+    if not pred.fits_in_memory:
+        from simkit.search.advice import fit_advice
+
+        advice = fit_advice(plan)
+        if advice:
+            out.append("  To fit, change one of:")
+            out += [f"    {a.change:<58} {human_bytes(a.memory_per_device_bytes):>10}, step {human_duration(a.step_time_s)}"
+                    for a in advice]
+        else:
+            out.append("  No single change of micro-batch, checkpointing, ZeRO stage, tensor or pipeline parallelism "
+                       "makes it fit: add devices or combine changes")
+    return out
 
 
 def _breakdown_lines(pred) -> list[str]:

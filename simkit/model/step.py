@@ -118,8 +118,6 @@ class Prediction:
     """torch.cuda.max_memory_reserved: the allocated peak plus what the caching allocator keeps."""
     memory_context_bytes: float = 0.0
     """CUDA context and library workspaces, outside PyTorch's allocator."""
-    memory_advice: list[str] = field(default_factory=list)
-    """When the plan does not fit: the smallest changes that make it fit."""
     communication_s: dict[str, dict[str, float]] = field(default_factory=dict)
     """Per kind (tensor, context, pipeline, data): seconds per step, 'exposed' and 'total'."""
     pipeline: dict = field(default_factory=dict)

@@ -9,6 +9,7 @@ import click
 
 from simkit.report import plots, tables
 from simkit.core.errors import SimkitError
+from simkit.core.units import human_bytes
 
 _BREAKDOWN_COLUMNS = [("part", "part", tables.plain), ("predicted_s", "predicted", tables.seconds),
                       ("measured_s", "measured", tables.seconds), ("error", "error", tables.percent),
@@ -16,7 +17,8 @@ _BREAKDOWN_COLUMNS = [("part", "part", tables.plain), ("predicted_s", "predicted
 _SUITE_COLUMNS = [("name", "plan", tables.plain), ("shape", "dp x mb x ga, precision", tables.plain),
                   ("predicted", "predicted", tables.seconds), ("measured", "measured", tables.seconds),
                   ("iqr", "IQR", tables.seconds), ("fastest", "fastest", tables.seconds), ("error", "error", tables.percent),
-                  ("machine", "machine", lambda x: "-" if x is None else f"{x:.2f}x"), ("worst_part", "most off", tables.plain)]
+                  ("machine", "machine", lambda x: "-" if x is None else f"{x:.2f}x"), ("worst_part", "most off", tables.plain),
+                  ("memory", "peak memory pred / meas", tables.plain), ("memory_error", "memory error", tables.percent)]
 
 
 @click.command("validate")
@@ -133,14 +135,45 @@ def _live_text(r: dict) -> str:
              + (f"; machine at {r['machine_speed']:.2f}x the profile's speed" if r.get("machine_speed") else ""), "",
              tables.table(r["breakdown"], _BREAKDOWN_COLUMNS),
              "  (measured backward includes recomputation; communication_total is not part of the step sum)"]
+    lines += _memory_lines(r)
     lines += ["", "notes:"] + [f"  - {n}" for n in r["notes"]]
     return "\n".join(lines)
+
+
+def _memory_lines(r: dict) -> list[str]:
+    mem = r["measured"].get("memory") or {}
+    if "error" in mem:
+        return ["", f"peak memory: not measured ({mem['error']})"]
+    if not mem:
+        return []
+    p = r["predicted"]
+    line = (f"peak memory (allocated): predicted {human_bytes(p.get('memory_allocated_peak_bytes'))}, measured "
+            f"{human_bytes(mem['allocated_peak_bytes'])}, error {tables.percent(r.get('memory_error'))}")
+    if mem.get("reserved_peak_bytes"):
+        line += (f"; reserved: predicted {human_bytes(p.get('memory_reserved_peak_bytes'))}, measured "
+                 f"{human_bytes(mem['reserved_peak_bytes'])}")
+    out = ["", line, f"  measured with {mem['method']}"]
+    kinds = mem.get("by_kind_bytes") or {}
+    if kinds:
+        predicted = p.get("memory_breakdown_bytes") or {}
+        out.append("  at the peak, measured / predicted: " + ", ".join(
+            f"{k.replace('_', ' ')} {human_bytes(v)} / {human_bytes(predicted.get(k, 0.0))}"
+            for k, v in kinds.items() if v > 0))
+    return out
 
 
 def _worst_part(r: dict) -> str:
     rows = [row for row in r["breakdown"] if row["error_of_step"] is not None]
     row = max(rows, key=lambda x: abs(x["error_of_step"]))
     return f"{row['part']} {tables.percent(row['error_of_step'])}"
+
+
+def _memory_cell(r: dict) -> str:
+    mem = r["measured"].get("memory") or {}
+    if not mem.get("allocated_peak_bytes"):
+        return "-"
+    return (f"{human_bytes(r['predicted'].get('memory_allocated_peak_bytes'))} / "
+            f"{human_bytes(mem['allocated_peak_bytes'])}")
 
 
 def _suite_text(results: list[dict], summary: dict) -> str:
@@ -155,12 +188,18 @@ def _suite_text(results: list[dict], summary: dict) -> str:
                      "shape": f"{dp} x {t['micro_batch_size']} x {t['grad_accum_steps']}, {t['precision']}",
                      "predicted": r["predicted"]["step_time_s"], "measured": r["measured"]["step_time_s"],
                      "iqr": r["measured"]["step_time_iqr_s"], "fastest": r["measured"]["step_time_min_s"],
-                     "error": r["error"], "machine": r.get("machine_speed"), "worst_part": _worst_part(r)})
+                     "error": r["error"], "machine": r.get("machine_speed"), "worst_part": _worst_part(r),
+                     "memory": _memory_cell(r), "memory_error": r.get("memory_error")})
     lines = [tables.table(rows, _SUITE_COLUMNS), ""]
     if summary["count"]:
         lines.append(f"{summary['count']} plans measured, {summary['failed']} failed: MAE (mean |error|) "
                      f"{tables.percent(summary['mae'], signed=False)}, median {tables.percent(summary['median_ae'], signed=False)}, "
                      f"max {tables.percent(summary['max_ae'], signed=False)}, mean signed error {tables.percent(summary['mean_error'])}")
+        if summary.get("memory"):
+            mem = summary["memory"]
+            lines.append(f"peak memory (allocated), {mem['count']} plans: MAE {tables.percent(mem['mae'], signed=False)}, "
+                         f"max {tables.percent(mem['max_ae'], signed=False)}, mean signed error "
+                         f"{tables.percent(mem['mean_error'])}")
         if summary.get("speed"):
             sp = summary["speed"]
             lines.append(f"machine: a GEMM timed around each plan ran at {sp['low']:.2f}x-{sp['high']:.2f}x the profile's "

@@ -34,8 +34,10 @@ DDP_BUCKET_BYTES = 25 * 2**20   # DDP's default bucket_cap_mb = 25
 
 
 # ----------------------------------------------------------------------------- model
-def eager_attention(q, k, v, causal: bool):
-    """softmax(QK^T / sqrt(d)) V with the score matrix materialized; GQA by broadcasting k, v."""
+def eager_attention(q, k, v, causal: bool, fused: bool = False, dropout: float = 0.0, training: bool = True):
+    """softmax(QK^T / sqrt(d)) V with the score matrix materialized; GQA by broadcasting k, v. Eager kernels
+    run the softmax in fp32 (autocast's float32 list) and cast it back; fused kernels keep the compute
+    dtype (Megatron's fused scale-mask-softmax)."""
     b, h, s, hd = q.shape
     kv = k.shape[1]
     q = q.view(b, kv, h // kv, s, hd)
@@ -43,8 +45,102 @@ def eager_attention(q, k, v, causal: bool):
     if causal:
         mask = torch.ones(s, s, dtype=torch.bool, device=q.device).triu(1)
         scores = scores.masked_fill(mask, float("-inf"))
-    probs = torch.softmax(scores, dim=-1).to(v.dtype)
+    if fused:
+        with _no_autocast(scores):
+            probs = torch.softmax(scores, dim=-1)
+    else:
+        probs = torch.softmax(scores, dim=-1).to(v.dtype)
+    if dropout and training:
+        probs = F.dropout(probs, dropout)
     return (probs @ v.unsqueeze(2)).view(b, h, s, hd)
+
+
+def _no_autocast(x):
+    return torch.autocast(device_type=x.device.type, enabled=False)
+
+
+class _ProjectHeads(torch.autograd.Function):
+    """(b, heads, s, hd) attention output @ W^T -> (b, s, d), keeping the attention output itself for the
+    weight gradient instead of a contiguous (b, s, d) copy (as Megatron's layout does)."""
+
+    @staticmethod
+    def forward(ctx, y, weight):
+        ctx.save_for_backward(y, weight)
+        b, h, s, hd = y.shape
+        return y.transpose(1, 2).reshape(b, s, h * hd) @ weight.t()
+
+    @staticmethod
+    def backward(ctx, grad):
+        y, weight = ctx.saved_tensors
+        b, h, s, hd = y.shape
+        grad_y = (grad @ weight).view(b, s, h, hd).transpose(1, 2)
+        grad_w = grad.reshape(-1, grad.shape[-1]).t() @ y.transpose(1, 2).reshape(-1, h * hd)
+        return grad_y, grad_w
+
+
+class _SwiGLU(torch.autograd.Function):
+    """silu(gate) * up from the up-projection output, keeping only that output and recomputing silu in
+    backward (Megatron-Core's fused bias_swiglu)."""
+
+    @staticmethod
+    def forward(ctx, x):
+        ctx.save_for_backward(x)
+        gate, up = x.chunk(2, dim=-1)
+        return F.silu(gate) * up
+
+    @staticmethod
+    def backward(ctx, grad):
+        (x,) = ctx.saved_tensors
+        gate, up = x.chunk(2, dim=-1)
+        sig = torch.sigmoid(gate)
+        silu = gate * sig
+        d_gate = grad * up * sig * (1 + gate * (1 - sig))
+        return torch.cat([d_gate, grad * silu], dim=-1)
+
+
+class _FusedCrossEntropy(torch.autograd.Function):
+    """Mean cross-entropy that keeps the logits in their dtype and writes the gradient into them in place
+    (flash-attn's cross_entropy, TransformerEngine / Megatron fused CE); fp32 math row chunk by row chunk,
+    so no full-size fp32 copy is ever made."""
+
+    CHUNK = 32
+
+    @staticmethod
+    def forward(ctx, logits, targets):
+        n = logits.shape[0]
+        lse = torch.empty(n, dtype=torch.float32, device=logits.device)
+        for i in range(0, n, _FusedCrossEntropy.CHUNK):
+            lse[i:i + _FusedCrossEntropy.CHUNK] = torch.logsumexp(logits[i:i + _FusedCrossEntropy.CHUNK].float(), -1)
+        picked = logits.gather(1, targets[:, None])[:, 0].float()
+        ctx.save_for_backward(logits, targets, lse)
+        return (lse - picked).mean()
+
+    @staticmethod
+    def backward(ctx, grad):
+        logits, targets, lse = ctx.saved_tensors
+        n = logits.shape[0]
+        scale = grad / n
+        for i in range(0, n, _FusedCrossEntropy.CHUNK):
+            rows = logits[i:i + _FusedCrossEntropy.CHUNK]
+            probs = torch.exp(rows.float() - lse[i:i + _FusedCrossEntropy.CHUNK, None])
+            probs.scatter_add_(1, targets[i:i + _FusedCrossEntropy.CHUNK, None],
+                               torch.full_like(probs[:, :1], -1.0))
+            rows.copy_(probs * scale)
+        return logits, None
+
+
+class Norm(nn.LayerNorm):
+    """LayerNorm: under autocast eager PyTorch upcasts it to fp32; fused kernels run in the input's dtype."""
+
+    def __init__(self, width: int, fused: bool):
+        super().__init__(width)
+        self.fused = fused
+
+    def forward(self, x):
+        if not self.fused or x.dtype == torch.float32:
+            return super().forward(x)
+        with _no_autocast(x):
+            return F.layer_norm(x, self.normalized_shape, self.weight.to(x.dtype), self.bias.to(x.dtype), self.eps)
 
 
 class Attention(nn.Module):
@@ -52,14 +148,17 @@ class Attention(nn.Module):
         super().__init__()
         self.n_heads, self.n_kv, self.head_dim = m["n_heads"], m["n_kv_heads"], m["d_model"] // m["n_heads"]
         self.causal, self.fused, self.selective = m["causal"], m["attention"] == "fused", selective
+        self.fused_kernels = m.get("implementation", "eager") == "fused"
+        self.dropout = float(m.get("dropout", 0.0))
         self.qkv = nn.Linear(m["d_model"], (self.n_heads + 2 * self.n_kv) * self.head_dim, bias=False)
         self.out = nn.Linear(m["d_model"], m["d_model"], bias=False)
 
     def core(self, q, k, v):
         if self.fused:
             return F.scaled_dot_product_attention(q, k, v, is_causal=self.causal,
+                                                  dropout_p=self.dropout if self.training else 0.0,
                                                   enable_gqa=self.n_kv != self.n_heads)
-        return eager_attention(q, k, v, self.causal)
+        return eager_attention(q, k, v, self.causal, self.fused_kernels, self.dropout, self.training)
 
     def forward(self, x):
         b, s, d = x.shape
@@ -70,7 +169,15 @@ class Attention(nn.Module):
             y = checkpoint(self.core, q, k, v, use_reentrant=False)
         else:
             y = self.core(q, k, v)
-        return self.out(y.transpose(1, 2).reshape(b, s, d))
+        if self.fused_kernels:
+            weight = self.out.weight
+            if torch.is_autocast_enabled(y.device.type):
+                weight = weight.to(torch.get_autocast_dtype(y.device.type))
+            with _no_autocast(y):
+                out = _ProjectHeads.apply(y.to(weight.dtype), weight)
+        else:
+            out = self.out(y.transpose(1, 2).reshape(b, s, d))
+        return F.dropout(out, self.dropout, self.training) if self.dropout else out
 
 
 class MLP(nn.Module):
@@ -78,20 +185,31 @@ class MLP(nn.Module):
         super().__init__()
         d, ff = m["d_model"], m["d_ff"]
         self.swiglu = m["mlp"] == "swiglu"
+        self.fused = m.get("implementation", "eager") == "fused"
+        self.dropout = float(m.get("dropout", 0.0))
         self.up = nn.Linear(d, 2 * ff if self.swiglu else ff, bias=False)
         self.down = nn.Linear(ff, d, bias=False)
 
     def forward(self, x):
         if self.swiglu:   # SwiGLU (Shazeer 2020): silu(x W1) * (x W3), W1 and W3 in one GEMM
-            gate, up = self.up(x).chunk(2, dim=-1)
-            return self.down(F.silu(gate) * up)
-        return self.down(F.gelu(self.up(x)))
+            h = self.up(x)
+            if self.fused:
+                with _no_autocast(h):
+                    act = _SwiGLU.apply(h)
+            else:
+                gate, up = h.chunk(2, dim=-1)
+                act = F.silu(gate) * up
+            out = self.down(act)
+        else:
+            out = self.down(F.gelu(self.up(x)))
+        return F.dropout(out, self.dropout, self.training) if self.dropout else out
 
 
 class Block(nn.Module):
     def __init__(self, m: dict, selective: bool):
         super().__init__()
-        self.ln1, self.ln2 = nn.LayerNorm(m["d_model"]), nn.LayerNorm(m["d_model"])
+        fused = m.get("implementation", "eager") == "fused"
+        self.ln1, self.ln2 = Norm(m["d_model"], fused), Norm(m["d_model"], fused)
         self.attn, self.mlp = Attention(m, selective), MLP(m)
 
     def forward(self, x):
@@ -100,26 +218,41 @@ class Block(nn.Module):
 
 
 class Transformer(nn.Module):
-    """Pre-LN decoder (causal) or encoder with an LM head and cross-entropy loss."""
+    """Pre-LN decoder (causal) or encoder with an LM head and cross-entropy loss.
 
-    def __init__(self, m: dict, checkpointing: str = "none"):
+    `implementation: fused` runs the kernels a fused stack runs (Megatron-Core / TransformerEngine): the
+    residual stream, the norms and the softmax of eager attention in the compute dtype, SwiGLU keeping only
+    the up-projection output, the attention output projected without a contiguous copy; `eager` runs plain
+    PyTorch ops under autocast. `cross_entropy: fused` keeps the logits in the compute dtype and writes
+    the gradient in place; `fp32` is F.cross_entropy (fp32 under autocast)."""
+
+    def __init__(self, m: dict, checkpointing: str = "none", cross_entropy: str = "fp32",
+                 compute_dtype: torch.dtype | None = None):
         super().__init__()
         self.embed = nn.Embedding(m["vocab_size"], m["d_model"])
         self.blocks = nn.ModuleList(Block(m, checkpointing == "selective") for _ in range(m["n_layers"]))
-        self.ln_f = nn.LayerNorm(m["d_model"])
+        self.ln_f = Norm(m["d_model"], m.get("implementation", "eager") == "fused")
         self.head = nn.Linear(m["d_model"], m["vocab_size"], bias=False)
         if m["tied_embeddings"]:
             self.head.weight = self.embed.weight
         self.full_checkpointing = checkpointing == "full"
+        self.fused_residual = m.get("implementation", "eager") == "fused" and compute_dtype is not None
+        self.compute_dtype = compute_dtype
+        self.fused_loss = cross_entropy == "fused"
 
     def forward(self, tokens, targets):
         x = self.embed(tokens)
+        if self.fused_residual:
+            x = x.to(self.compute_dtype)
         for block in self.blocks:
             if self.full_checkpointing and self.training:
                 x = checkpoint(block, x, use_reentrant=False)
             else:
                 x = block(x)
         logits = self.head(self.ln_f(x))
+        if self.fused_loss:
+            with _no_autocast(logits):
+                return _FusedCrossEntropy.apply(logits.view(-1, logits.shape[-1]), targets.view(-1))
         return F.cross_entropy(logits.view(-1, logits.shape[-1]), targets.view(-1))
 
 
@@ -220,7 +353,8 @@ class Trainer:
         m, t = config["model"], config["training"]
         torch.manual_seed(1234)
         self.device, self.ga, self.ddp = device, t["grad_accum_steps"], ddp
-        self.model = Transformer(m, t["activation_checkpointing"]).to(device)
+        dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(t["precision"])
+        self.model = Transformer(m, t["activation_checkpointing"], t.get("cross_entropy", "fp32"), dtype).to(device)
         self.n_params = count_parameters(self.model)
         if ddp:
             from torch.nn.parallel import DistributedDataParallel
@@ -385,6 +519,36 @@ def _probe_around(config: dict, kind: str, world: int, samples: list[float]) -> 
         samples += probe_gemm(kind, threads, config["probe_dtype"])
 
 
+MEMORY_CATEGORIES = {"PARAMETER": "weights", "GRADIENT": "gradients", "OPTIMIZER_STATE": "optimizer_states",
+                     "ACTIVATION": "activations", "AUTOGRAD_DETAIL": "activations", "TEMPORARY": "temporaries",
+                     "INPUT": "inputs", None: "unknown"}
+
+
+def profile_memory_step(trainer: "Trainer") -> dict:
+    """Peak memory of one training step on the CPU from torch.profiler's memory timeline (every tensor the
+    CPU allocator holds, by kind): the peak's total and what it is made of."""
+    from torch.profiler import ProfilerActivity, profile
+    from torch.profiler._memory_profiler import MemoryProfileTimeline, _CATEGORY_TO_INDEX
+
+    with profile(activities=[ProfilerActivity.CPU], profile_memory=True, record_shapes=True, with_stack=True) as prof:
+        trainer.step()
+    _, sizes = MemoryProfileTimeline(prof._memory_profile())._coalesce_timeline(torch.device("cpu"))
+    totals = [sum(row) for row in sizes]
+    peak = max(range(len(totals)), key=totals.__getitem__)
+    by_kind: dict[str, float] = {}
+    for category, index in _CATEGORY_TO_INDEX.items():
+        name = MEMORY_CATEGORIES.get(category.name if category is not None else None, "unknown")
+        by_kind[name] = by_kind.get(name, 0.0) + float(sizes[peak][index + 1])
+    return {"allocated_peak_bytes": float(totals[peak]), "by_kind_bytes": by_kind,
+            "method": "torch.profiler memory timeline of one step (every tensor of the CPU allocator)"}
+
+
+def cuda_memory(device: torch.device) -> dict:
+    return {"allocated_peak_bytes": float(torch.cuda.max_memory_allocated(device)),
+            "reserved_peak_bytes": float(torch.cuda.max_memory_reserved(device)),
+            "method": "torch.cuda.max_memory_allocated / max_memory_reserved over the timed steps"}
+
+
 def run(config: dict) -> dict:
     """Warm up, time `steps` optimizer steps and return the measurement (every rank; rank 0's is kept)."""
     world = int(os.environ.get("WORLD_SIZE", "1"))
@@ -409,14 +573,24 @@ def run(config: dict) -> dict:
         trainer.step()
     probe: list[float] = []
     _probe_around(config, kind, world, probe)
+    if kind == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
     timed = [trainer.step() for _ in range(config["steps"])]
+    memory = cuda_memory(device) if kind == "cuda" else None
     _probe_around(config, kind, world, probe)
+    if memory is None and config.get("measure_memory", True):
+        try:
+            memory = profile_memory_step(trainer)
+        except Exception as exc:   # a private torch API: say so rather than fail the measurement
+            memory = {"error": f"the memory timeline failed: {type(exc).__name__}: {exc}"}
     probes, comm_total = [], 0.0
     if ddp:
         probes = [trainer.step(sync=False, update=False) for _ in range(min(config["steps"], 5))]
         comm_total = measure_all_reduce_s(trainer.n_params, device)
         timed = _slowest_rank(timed)
     result = _summarize(trainer, timed, probes, comm_total)
+    if memory:
+        result["memory"] = memory
     if probe:
         result["probe"] = {"dtype": config["probe_dtype"], "shape": list(PROBE_SHAPE),
                            "flop_per_s_median": _median(probe), "samples": len(probe)}

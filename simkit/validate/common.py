@@ -22,7 +22,18 @@ def prediction_dict(pred) -> dict:
             "step_time_interval_s": [float(x) for x in interval] if interval else None,
             "breakdown_s": {k: float(v) for k, v in pred.breakdown_s.items()},
             "tokens_per_s": _maybe_float(getattr(pred, "tokens_per_s", None)),
-            "mfu": _maybe_float(getattr(pred, "mfu", None))}
+            "mfu": _maybe_float(getattr(pred, "mfu", None)),
+            "memory_allocated_peak_bytes": _maybe_float(getattr(pred, "memory_allocated_peak_bytes", None)),
+            "memory_reserved_peak_bytes": _maybe_float(getattr(pred, "memory_reserved_peak_bytes", None)),
+            "memory_breakdown_bytes": {k: float(v) for k, v in (getattr(pred, "memory_breakdown_bytes", None)
+                                                                 or {}).items()}}
+
+
+def memory_error(predicted: dict, measured: dict) -> float | None:
+    """(predicted - measured) / measured allocated peak, or None when either is missing."""
+    mem = measured.get("memory") or {}
+    got, want = mem.get("allocated_peak_bytes"), predicted.get("memory_allocated_peak_bytes")
+    return relative_error(want, got) if got and want else None
 
 
 def _maybe_float(x) -> float | None:

@@ -19,7 +19,7 @@ from pathlib import Path
 from simkit.core.errors import SimkitError
 from simkit.model.precision import policy
 from simkit.plan import Plan
-from simkit.validate.common import PredictFn, default_predict, prediction_dict, relative_error
+from simkit.validate.common import PredictFn, default_predict, memory_error, prediction_dict, relative_error
 
 MAX_STEP_S = 60.0            # a variant is chosen when the plan's predicted step is longer than this
 MEMORY_FRACTION = 0.8        # share of the available memory a live run may plan to use
@@ -287,6 +287,7 @@ def validate_live(plan: Plan, *, steps: int = 10, warmup: int = 3, threads: int 
     return {"machine_speed": speed,"plan_file": plan.source, "plan": dataclasses.asdict(variant.spec), "profile": plan.device.path or plan.device.name,
             "variant": changes, "predicted": predicted, "measured": measured,
             "error": relative_error(predicted["step_time_s"], measured["step_time_s"]),
+            "memory_error": memory_error(predicted, measured),
             "breakdown": breakdown_rows(predicted, measured),
             "notes": _notes(plan, measured, why, changes) + _speed_note(speed, measured),
             "steps": steps, "warmup": warmup}
@@ -295,7 +296,7 @@ def validate_live(plan: Plan, *, steps: int = 10, warmup: int = 3, threads: int 
 def record_line(result: dict) -> str:
     """One JSON line for `--record`: plan, profile, measured, predicted, error and environment."""
     keys = ("plan_file", "plan", "profile", "variant", "measured", "predicted", "error", "notes", "steps", "warmup",
-            "machine_speed")
+            "machine_speed", "memory_error")
     record = {k: result.get(k) for k in keys}
     record["measured"] = {k: val for k, val in result["measured"].items() if k != "environment"}
     record["environment"] = result["measured"]["environment"]
@@ -327,7 +328,16 @@ def suite_summary(results: list[dict]) -> dict:
     return {"count": len(ok), "failed": len(results) - len(ok), "mae": statistics.fmean(abs_err),
             "median_ae": statistics.median(abs_err), "max_ae": max(abs_err),
             "mean_error": statistics.fmean(r["error"] for r in ok), "parts": disagreement,
-            "speed": _speed_summary(ok)}
+            "speed": _speed_summary(ok), "memory": _memory_summary(ok)}
+
+
+def _memory_summary(ok: list[dict]) -> dict | None:
+    """Mean and max |error| of the predicted allocated memory peak over the plans that measured it."""
+    errors = [r["memory_error"] for r in ok if r.get("memory_error") is not None]
+    if not errors:
+        return None
+    return {"count": len(errors), "mae": statistics.fmean(abs(e) for e in errors), "max_ae": max(abs(e) for e in errors),
+            "mean_error": statistics.fmean(errors)}
 
 
 def _speed_summary(ok: list[dict]) -> dict | None:

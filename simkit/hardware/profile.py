@@ -11,7 +11,8 @@ from simkit.hardware.types import DTYPES, Calibration, CollectiveFit, MatmulPoin
 from simkit.core.yamlio import Located
 
 COLLECTIVES = ("all_reduce", "reduce_scatter", "all_gather")
-BANDWIDTH_PATTERNS = ("copy", "triad", "optimizer_step", "first_touch", "cross_entropy", "gelu", "layer_norm")
+BANDWIDTH_PATTERNS = ("copy", "triad", "optimizer_step", "first_touch", "cross_entropy", "cross_entropy_fused", "gelu",
+                      "layer_norm")
 SECTION_KEYS = ("date", "simkit_version", "environment", "settings", "method", "matmul", "memory_bandwidth",
                 "attention", "collectives")
 

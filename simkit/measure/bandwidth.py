@@ -15,21 +15,24 @@ import torch
 from simkit.measure import Target
 from simkit.measure.timing import Budget, Rate, measure_rate, random_tensor
 
-PATTERNS = ("copy", "triad", "optimizer_step", "first_touch", "cross_entropy", "gelu", "layer_norm")
+PATTERNS = ("copy", "triad", "optimizer_step", "first_touch", "cross_entropy", "cross_entropy_fused", "gelu",
+            "layer_norm")
 HOST_ONLY = ("first_touch",)
 """first_touch is what a CPU pays to map and zero fresh pages: PyTorch's CPU allocator returns large
 blocks to the OS (glibc free), so activations are faulted in again every step. GPU caching
 allocators keep their blocks, so it is not measured there."""
-ARRAYS = {"copy": 2, "triad": 3, "optimizer_step": 4, "first_touch": 1, "cross_entropy": 1, "gelu": 1,
-          "layer_norm": 1}
-KERNEL_PATTERNS = ("cross_entropy", "gelu", "layer_norm")
+ARRAYS = {"copy": 2, "triad": 3, "optimizer_step": 4, "first_touch": 1, "cross_entropy": 1, "cross_entropy_fused": 1,
+          "gelu": 1, "layer_norm": 1}
+KERNEL_PATTERNS = ("cross_entropy", "cross_entropy_fused", "gelu", "layer_norm")
 """Forward + backward of the memory-bound training kernels whose arithmetic (exp, log, erf, row
 reductions) can make them slower than a plain stream on a CPU. Bytes are counted the way
 simkit.model.workload counts them (fp32): cross-entropy 32 B per logit (forward: read the logits, write,
-read and reduce the log-softmax; backward: write the gradient), GELU and LayerNorm 24 B per element
-(forward read + write, backward twice that). Measured up to KERNEL_MAX_BYTES per working set."""
+read and reduce the log-softmax; backward: write the gradient), the fused cross-entropy that the live
+model runs with `cross_entropy: fused` 12 B (forward: read the logits; backward: read them and write the
+gradient in place), GELU and LayerNorm 24 B per element (forward read + write, backward twice that).
+Measured up to KERNEL_MAX_BYTES per working set."""
 KERNEL_MAX_BYTES = 64 * 2**20
-_KERNEL_BYTES_PER_ELEMENT = {"cross_entropy": 32, "gelu": 24, "layer_norm": 24}
+_KERNEL_BYTES_PER_ELEMENT = {"cross_entropy": 32, "cross_entropy_fused": 12, "gelu": 24, "layer_norm": 24}
 _VOCAB, _WIDTH = 8192, 1024
 """fp32 arrays in the working set: copy dst, src; triad a, b, c; AdamW param, grad, exp_avg, exp_avg_sq."""
 ACCESSES = {"copy": 2, "triad": 3, "optimizer_step": 7, "first_touch": 1}
@@ -55,9 +58,19 @@ def _kernel(target: Target, pattern: str, n: int) -> Callable[[], object]:
     gradient is accumulated between calls)."""
     import torch.nn.functional as F
 
-    width = _VOCAB if pattern == "cross_entropy" else _WIDTH
+    width = _VOCAB if pattern.startswith("cross_entropy") else _WIDTH
     rows = max(1, n // width)
     x = random_tensor((rows, width), torch.float32, target).requires_grad_(True)
+    if pattern == "cross_entropy_fused":
+        from simkit.measure.training import fused_cross_entropy
+
+        target_ids = torch.randint(0, width, (rows,), device=target.tensor_device)
+        data = x.detach().clone()
+
+        def fused():   # the gradient overwrites the logits: start every call from the same values
+            x.data.copy_(data)
+            return torch.autograd.grad(fused_cross_entropy(x, target_ids), x)
+        return fused
     if pattern == "cross_entropy":
         target_ids = torch.randint(0, width, (rows,), device=target.tensor_device)
         return lambda: torch.autograd.grad(F.cross_entropy(x, target_ids), x)
@@ -116,10 +129,12 @@ def make_pass(target: Target, pattern: str, working_set_bytes: int) -> tuple[Cal
     elif pattern == "first_touch":
         call, implementation = _first_touch(target, n), "torch.empty(n).fill_(1.0), a fresh allocation per call"
     elif pattern in KERNEL_PATTERNS:
-        width = _VOCAB if pattern == "cross_entropy" else _WIDTH
+        width = _VOCAB if pattern.startswith("cross_entropy") else _WIDTH
         n = max(1, n // width) * width
         call = _kernel(target, pattern, n)
         implementation = {"cross_entropy": f"F.cross_entropy forward + backward, vocab {width}",
+                          "cross_entropy_fused": f"simkit's fused cross-entropy (in-place gradient) forward + "
+                                                 f"backward, vocab {width}",
                           "gelu": "F.gelu forward + backward", "layer_norm": f"F.layer_norm forward + backward, "
                                                                              f"width {width}"}[pattern]
     else:

@@ -129,6 +129,11 @@ class _FusedCrossEntropy(torch.autograd.Function):
         return logits, None
 
 
+def fused_cross_entropy(logits, targets):
+    """Mean cross-entropy of (rows, vocab) logits with the gradient written into them in place."""
+    return _FusedCrossEntropy.apply(logits, targets)
+
+
 class Norm(nn.LayerNorm):
     """LayerNorm: under autocast eager PyTorch upcasts it to fp32; fused kernels run in the input's dtype."""
 
@@ -252,7 +257,7 @@ class Transformer(nn.Module):
         logits = self.head(self.ln_f(x))
         if self.fused_loss:
             with _no_autocast(logits):
-                return _FusedCrossEntropy.apply(logits.view(-1, logits.shape[-1]), targets.view(-1))
+                return fused_cross_entropy(logits.view(-1, logits.shape[-1]), targets.view(-1))
         return F.cross_entropy(logits.view(-1, logits.shape[-1]), targets.view(-1))
 
 

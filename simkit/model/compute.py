@@ -105,11 +105,11 @@ def _kernels(w: StepWorkload, names: set) -> int:
 
 def micro_batch_times(*, shape: Shape, prec: PrecisionPolicy, device: Device, mlp: str, causal: bool, attention: str,
                       checkpointing: str, compute_share, bandwidth_share, selective: str = "attention",
-                      checkpoint_every: int = 2) -> MicroBatchTimes:
+                      checkpoint_every: int = 2, cross_entropy: str = "fp32") -> MicroBatchTimes:
     """Times of one micro-batch's parts on one device. compute_share / bandwidth_share: the fraction of a
     host CPU each data-parallel worker gets (cost.host_shares; 1 on a GPU)."""
     dtype, eb = prec.gemm_dtype, prec.activation_bytes
-    w = transformer_ops(shape, mlp=mlp, causal=causal, attention=attention, prec=prec)
+    w = transformer_ops(shape, mlp=mlp, causal=causal, attention=attention, prec=prec, cross_entropy=cross_entropy)
     parts = {}
     for where in ("layer", "first", "last"):
         names = _names(w, where)

@@ -348,7 +348,7 @@ def simulate(c: Categorical, n: Numeric) -> dict[str, np.ndarray]:
     cshare, bshare = cost.host_shares(dev, n.devices_per_node)
     mb = micro_batch_times(shape=shape, prec=prec, device=dev, mlp=c.mlp, causal=c.causal, attention=c.attention,
                            checkpointing=c.checkpointing, selective=c.selective, checkpoint_every=c.checkpoint_every,
-                           compute_share=cshare, bandwidth_share=bshare)
+                           cross_entropy=c.cross_entropy, compute_share=cshare, bandwidth_share=bshare)
     pl = place(tp, cp, dp, pp, n.devices_per_node)
     fabric = Fabric(dev, c.intra_node, c.inter_node, n.inter_node_links, n.devices_per_node)
     lc = _layer_comm(c, n, prec, shape, mb, pl, fabric)

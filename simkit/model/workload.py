@@ -88,7 +88,8 @@ class StepWorkload:
     selective_recompute: list[str] = field(default_factory=list)   # names recomputed under 'selective'
 
 
-def transformer_ops(s: Shape, *, mlp: str, causal: bool, attention: str, prec: PrecisionPolicy) -> StepWorkload:
+def transformer_ops(s: Shape, *, mlp: str, causal: bool, attention: str, prec: PrecisionPolicy,
+                    cross_entropy: str = "fp32") -> StepWorkload:
     """Ops of one micro-step on one device; per_layer ops repeat n_layers times.
 
     Tensor parallelism splits the heads and the MLP width over `tensor_parallel` ranks (Megatron's
@@ -132,11 +133,16 @@ def transformer_ops(s: Shape, *, mlp: str, causal: bool, attention: str, prec: P
     w.memory_ops.append(MemoryOp("embedding", t * d * (a + prec.param_bytes) / sp, per_layer=False))
     w.memory_ops.append(MemoryOp("final_norm", 2 * t * d * a / sp, per_layer=False, pattern="layer_norm"))
     w.gemms.append(Gemm("lm_head", t, V / p, d, per_layer=False))
-    # cross-entropy over the logits in fp32 (autocast list): read logits, write/read log-softmax,
-    # backward writes the fp32 gradient and casts it to the activation dtype.
     logits = t * V / p
-    w.memory_ops.append(MemoryOp("loss", logits * (a + 3 * sm), bwd_factor=(3 * sm + a) / (a + 3 * sm),
-                                 kernels=3, per_layer=False, pattern="cross_entropy"))
+    if cross_entropy == "fused":
+        # one kernel reads the logits (log-sum-exp per row); backward reads them and writes the gradient in place
+        w.memory_ops.append(MemoryOp("loss", logits * a, bwd_factor=2.0, kernels=2, per_layer=False,
+                                     pattern="cross_entropy_fused"))
+    else:
+        # cross-entropy over the logits in fp32 (autocast list): read logits, write/read log-softmax,
+        # backward writes the fp32 gradient and casts it to the activation dtype.
+        w.memory_ops.append(MemoryOp("loss", logits * (a + 3 * sm), bwd_factor=(3 * sm + a) / (a + 3 * sm),
+                                     kernels=3, per_layer=False, pattern="cross_entropy"))
     return w
 
 

@@ -236,7 +236,7 @@ def test_profile_round_trips_through_load_device(result, tmp_path):
     calibration = device.calibration
     assert calibration.environment["threads"] == 1
     assert {p.m for p in calibration.matmul["fp32"]} == {16, 32, 64}
-    assert set(calibration.memory_bandwidth) == {"copy", "triad", "optimizer_step", "first_touch", "cross_entropy",
+    assert set(calibration.memory_bandwidth) == {"copy", "triad", "optimizer_step", "first_touch", "cross_entropy", "cross_entropy_fused",
                                                  "gelu", "layer_norm"}
     assert calibration.attention[0]["seq_len"] == 32
     assert calibration.collectives == {}

@@ -31,7 +31,7 @@ class ModelSpec:
     causal: bool = spec(True, doc="decoder (true) or encoder (false)")
     tied_embeddings: bool = spec(True, doc="the LM head shares the token embedding")
     attention: Literal["fused", "eager"] = spec("fused", doc="fused (flash/SDPA) or eager (scores materialized)")
-    implementation: Literal["fused", "eager"] = spec(
+    kernels: Literal["fused", "eager"] = spec(
         "fused", doc="fused kernels (Megatron/TransformerEngine, flash-attn: norms in the compute dtype, fused "
         "SwiGLU) or eager PyTorch ops under autocast (fp32 norms, unfused SwiGLU)")
     dropout: float = spec(0.0, minimum=0.0, maximum=0.99, doc="dropout probability (masks are kept when > 0)")

@@ -104,7 +104,7 @@ def test_tiny_model_peak_memory_matches_torch_on_this_cpu(precision, implementat
 
     from simkit.measure.training import Trainer, profile_memory_step
 
-    plan = load_plan(TINY, [f"training.precision={precision}", f"model.implementation={implementation}",
+    plan = load_plan(TINY, [f"training.precision={precision}", f"model.kernels={implementation}",
                             f"training.cross_entropy={loss}", f"model.mlp={mlp}"])
     model = dataclasses.asdict(plan.model)
     model.pop("preset", None)

@@ -80,7 +80,7 @@ def _memory_lines(plan, pred) -> list[str]:
         out.append(f"  {'CUDA context and workspaces':<38} {human_bytes(pred.memory_context_bytes):>12}")
     t = plan.training
     notes = [f"{t.master_weights} master weights", f"{t.cross_entropy} cross-entropy",
-             f"{plan.model.implementation} kernels"]
+             f"{plan.model.kernels} kernels"]
     if pred.pipeline:
         notes.append(f"{pred.pipeline['in_flight_microbatches_first_stage']:.2f} micro-batches in flight on the "
                      "first pipeline stage")

@@ -153,7 +153,7 @@ class Attention(nn.Module):
         super().__init__()
         self.n_heads, self.n_kv, self.head_dim = m["n_heads"], m["n_kv_heads"], m["d_model"] // m["n_heads"]
         self.causal, self.fused, self.selective = m["causal"], m["attention"] == "fused", selective
-        self.fused_kernels = m.get("implementation", "eager") == "fused"
+        self.fused_kernels = m.get("kernels", "eager") == "fused"
         self.dropout = float(m.get("dropout", 0.0))
         self.qkv = nn.Linear(m["d_model"], (self.n_heads + 2 * self.n_kv) * self.head_dim, bias=False)
         self.out = nn.Linear(m["d_model"], m["d_model"], bias=False)
@@ -190,7 +190,7 @@ class MLP(nn.Module):
         super().__init__()
         d, ff = m["d_model"], m["d_ff"]
         self.swiglu = m["mlp"] == "swiglu"
-        self.fused = m.get("implementation", "eager") == "fused"
+        self.fused = m.get("kernels", "eager") == "fused"
         self.dropout = float(m.get("dropout", 0.0))
         self.up = nn.Linear(d, 2 * ff if self.swiglu else ff, bias=False)
         self.down = nn.Linear(ff, d, bias=False)
@@ -213,7 +213,7 @@ class MLP(nn.Module):
 class Block(nn.Module):
     def __init__(self, m: dict, selective: bool):
         super().__init__()
-        fused = m.get("implementation", "eager") == "fused"
+        fused = m.get("kernels", "eager") == "fused"
         self.ln1, self.ln2 = Norm(m["d_model"], fused), Norm(m["d_model"], fused)
         self.attn, self.mlp = Attention(m, selective), MLP(m)
 
@@ -225,7 +225,7 @@ class Block(nn.Module):
 class Transformer(nn.Module):
     """Pre-LN decoder (causal) or encoder with an LM head and cross-entropy loss.
 
-    `implementation: fused` runs the kernels a fused stack runs (Megatron-Core / TransformerEngine): the
+    `kernels: fused` runs the kernels a fused stack runs (Megatron-Core / TransformerEngine): the
     residual stream, the norms and the softmax of eager attention in the compute dtype, SwiGLU keeping only
     the up-projection output, the attention output projected without a contiguous copy; `eager` runs plain
     PyTorch ops under autocast. `cross_entropy: fused` keeps the logits in the compute dtype and writes
@@ -236,12 +236,12 @@ class Transformer(nn.Module):
         super().__init__()
         self.embed = nn.Embedding(m["vocab_size"], m["d_model"])
         self.blocks = nn.ModuleList(Block(m, checkpointing == "selective") for _ in range(m["n_layers"]))
-        self.ln_f = Norm(m["d_model"], m.get("implementation", "eager") == "fused")
+        self.ln_f = Norm(m["d_model"], m.get("kernels", "eager") == "fused")
         self.head = nn.Linear(m["d_model"], m["vocab_size"], bias=False)
         if m["tied_embeddings"]:
             self.head.weight = self.embed.weight
         self.full_checkpointing = checkpointing == "full"
-        self.fused_residual = m.get("implementation", "eager") == "fused" and compute_dtype is not None
+        self.fused_residual = m.get("kernels", "eager") == "fused" and compute_dtype is not None
         self.compute_dtype = compute_dtype
         self.fused_loss = cross_entropy == "fused"
 

@@ -410,7 +410,7 @@ def categorical(plan) -> Categorical:
     return Categorical(plan.device, plan.intra_node, plan.inter_node, t.precision, t.optimizer,
                        t.activation_checkpointing, m.attention, m.mlp, m.causal, m.tied_embeddings, p.zero_stage,
                        p.sequence_parallel, p.tp_comm_overlap, t.selective_checkpointing, t.checkpoint_every_n_layers,
-                       t.master_weights, t.cross_entropy, m.implementation, m.dropout > 0)
+                       t.master_weights, t.cross_entropy, m.kernels, m.dropout > 0)
 
 
 def numeric(plan) -> Numeric:

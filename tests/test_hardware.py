@@ -241,3 +241,29 @@ def test_attention_rate_follows_the_measured_sequence_lengths(write):
     # vectorized over plans, as the sweep calls it
     rates = cost.attention_rates(d, "bf16", [128, 256, 512], [64, 64, 128])[0]
     assert list(rates) == pytest.approx([1.0e10, 2.0e10, 8.0e10])
+
+
+# ----------------------------------------------------------------------------- fitted overlays
+def test_a_fitted_overlay_scales_the_rates_it_names(write):
+    from simkit.model import cost
+
+    base = (hw.catalogue_dir() / "devices" / "a100-80gb.yaml").read_text()
+    overlay = write(base + "fitted:\n  gemm: {value: 0.8, source: \"simkit fit on 3 runs\", stderr: 0.02}\n"
+                    "  overlap: {value: 0.5, source: \"simkit fit on 3 runs\"}\n", "fitted.yaml")
+    fitted, plain = hw.load_device(str(overlay)), hw.load_device("a100-80gb")
+    assert fitted.fitted == {"gemm": 0.8, "overlap": 0.5}
+    ratio = cost.matmul_rate(fitted, "bf16", 4096, 4096, 4096) / cost.matmul_rate(plain, "bf16", 4096, 4096, 4096)
+    assert float(ratio) == pytest.approx(0.8)
+    assert float(cost.bandwidth(fitted, 1e9)) == pytest.approx(float(cost.bandwidth(plain, 1e9)))
+
+
+def test_fitted_overlay_errors_name_the_key(write):
+    base = (hw.catalogue_dir() / "devices" / "a100-80gb.yaml").read_text()
+    path = write(base + "fitted:\n  gemmm: {value: 0.8, source: x}\n", "bad.yaml")
+    with pytest.raises(SimkitError) as err:
+        hw.load_device(str(path))
+    assert "fitted.gemmm: unknown key; did you mean 'gemm'?" in str(err.value)
+    path = write(base + "fitted:\n  overlap: {value: 1.5, source: x}\n", "bad2.yaml")
+    with pytest.raises(SimkitError) as err:
+        hw.load_device(str(path))
+    assert "fitted.overlap.value: 1.5 is above the maximum 1" in str(err.value)

@@ -112,7 +112,7 @@ def _check_kind(loc: Located, data: dict, kind: str) -> None:
 
 
 # ----------------------------------------------------------------------------- devices
-_DEVICE_KEYS = ("name", "kind", "description", "memory_gib", "memory_bandwidth_gb_per_s", "peak_tflops",
+_DEVICE_KEYS = ("name", "kind", "description", "memory_gib", "memory_bandwidth_gb_per_s", "peak_tflops", "fitted",
                 "matmul_efficiency", "memory_bandwidth_efficiency", "price_per_hour_usd", "calibration")
 
 
@@ -139,6 +139,7 @@ def parse_device(loc: Located) -> Device:
             eff[key], sources[f"matmul_efficiency.{key}"] = _fact(loc, table, ("matmul_efficiency",), key, maximum=1.0)
     bw_eff, sources["memory_bandwidth_efficiency"] = _fact(loc, data, (), "memory_bandwidth_efficiency", required=False, maximum=1.0)
     price, sources["price_per_hour_usd"] = _fact(loc, data, (), "price_per_hour_usd", required=False)
+    fitted = _fitted(loc, data, sources)
     calibration = None
     if data.get("calibration") is not None:
         calibration = parse_calibration(loc, data["calibration"], ("calibration",))
@@ -146,7 +147,29 @@ def parse_device(loc: Located) -> Device:
         name=_str(loc, data, (), "name"), description=_str(loc, data, (), "description", "") or "",
         memory_bytes=mem * GIB, memory_bandwidth_bytes_per_s=bw * GB, peak_flop_per_s=peak,
         matmul_efficiency=eff, memory_bandwidth_efficiency=bw_eff, price_per_hour_usd=price,
-        calibration=calibration, sources={k: v for k, v in sources.items() if v}, path=loc.file or "")
+        calibration=calibration, sources={k: v for k, v in sources.items() if v}, path=loc.file or "",
+        fitted=fitted)
+
+
+def _fitted(loc: Located, data: dict, sources: dict) -> dict[str, float]:
+    """The `fitted:` section of a profile overlay written by `simkit fit`: {name: {value, source, ...}}; the
+    extra keys a fit writes for people (stderr, runs) are kept in the file and ignored here."""
+    from simkit.model.params import BOUNDS, NAMES
+
+    table = data.get("fitted")
+    if table is None:
+        return {}
+    if not isinstance(table, dict):
+        raise loc.error(("fitted",), f"expected a mapping of {', '.join(NAMES)}")
+    out = {}
+    for key, item in table.items():
+        if key not in NAMES:
+            raise loc.error(("fitted", key), f"unknown key; {close_names(str(key), NAMES)}")
+        facts = {key: {k: v for k, v in item.items() if k in ("value", "source")} if isinstance(item, dict) else item}
+        lo, hi = BOUNDS[key]
+        value, sources[f"fitted.{key}"] = _fact(loc, facts, ("fitted",), key, positive=lo > 0, maximum=hi)
+        out[key] = value
+    return out
 
 
 @functools.lru_cache(maxsize=64)

@@ -64,6 +64,8 @@ class Device:
     calibration: Calibration | None = None
     sources: dict[str, str] = field(default_factory=dict, repr=False)
     path: str = ""
+    fitted: dict[str, float] = field(default_factory=dict)
+    """Multipliers `simkit fit` estimated from measured runs (simkit.model.params); empty otherwise."""
 
     def peak(self, dtype: str) -> float | None:
         return self.peak_flop_per_s.get(dtype)

@@ -8,6 +8,7 @@ import functools
 import numpy as np
 
 from simkit.hardware import Device
+from simkit.model.params import value as fitted
 
 # Achieved fraction of peak HBM bandwidth for streaming kernels when a device file gives none.
 # Assumption informed by STREAM/BabelStream-type results on datacenter GPUs (typically 85-92% of
@@ -62,9 +63,10 @@ def matmul_rate(device: Device, dtype: str, m, n, k) -> np.ndarray:
     Catalogue: dense peak x the device's matmul efficiency for that dtype.
     """
     table = _table(device, dtype)
+    scale = fitted(device, "gemm")
     if table is None:
         peak = device.peak(dtype) or device.peak("fp32")
-        rate = peak * device.efficiency(dtype) * SUSTAINED_MATMUL_FRACTION
+        rate = peak * device.efficiency(dtype) * SUSTAINED_MATMUL_FRACTION * scale
         return np.broadcast_to(rate, np.shape(m * n * k)).astype(float)
     pts, rates = table
     q = np.log2(np.stack(np.broadcast_arrays(*(np.asarray(x, dtype=float) for x in (m, n, k))), axis=-1))
@@ -74,7 +76,7 @@ def matmul_rate(device: Device, dtype: str, m, n, k) -> np.ndarray:
     idx = np.argsort(dist, axis=-1)[..., :nearest]
     d = np.take_along_axis(dist, idx, -1)
     wts = 1.0 / np.maximum(d, 1e-3) ** 2
-    return (wts * rates[idx]).sum(-1) / wts.sum(-1)
+    return scale * (wts * rates[idx]).sum(-1) / wts.sum(-1)
 
 
 def bandwidth(device: Device, nbytes, pattern: str = "triad") -> np.ndarray:
@@ -91,12 +93,13 @@ def bandwidth(device: Device, nbytes, pattern: str = "triad") -> np.ndarray:
         # a profile calibrated before a kernel pattern existed: its nearest relative, else the triad
         related = {"cross_entropy_fused": "cross_entropy"}.get(pattern)
         table = tables.get(pattern) or (related and tables.get(related)) or tables.get("triad") or tables.get("copy")
+    scale = fitted(device, "memory")
     if table:
         sizes = np.log2([row[0] for row in table])
         rates = np.array([row[1] for row in table])
-        return np.interp(np.log2(np.maximum(np.asarray(nbytes, dtype=float), 1.0)), sizes, rates)
+        return scale * np.interp(np.log2(np.maximum(np.asarray(nbytes, dtype=float), 1.0)), sizes, rates)
     eff = device.memory_bandwidth_efficiency or DEFAULT_BANDWIDTH_EFFICIENCY
-    return np.broadcast_to(device.memory_bandwidth_bytes_per_s * eff, np.shape(nbytes)).astype(float)
+    return np.broadcast_to(device.memory_bandwidth_bytes_per_s * eff * scale, np.shape(nbytes)).astype(float)
 
 
 def first_touch_time(device: Device, nbytes):
@@ -143,16 +146,17 @@ def _attention_table(rows: list[dict], key: str, seq_len, head_dim) -> np.ndarra
 
 def attention_rates(device: Device, dtype: str, seq_len, head_dim):
     """(forward, backward) FLOP/s of fused attention."""
+    scale = fitted(device, "attention")
     cal = device.calibration
     if cal is not None and cal.attention:
         rows = [r for r in cal.attention if r.get("dtype") == dtype] or list(cal.attention)
-        return (_attention_table(rows, "forward_flop_per_s_median", seq_len, head_dim),
-                _attention_table(rows, "backward_flop_per_s_median", seq_len, head_dim))
+        return (scale * _attention_table(rows, "forward_flop_per_s_median", seq_len, head_dim),
+                scale * _attention_table(rows, "backward_flop_per_s_median", seq_len, head_dim))
     peak = device.peak(dtype) or device.peak("fp32")
     if device.calibration is not None:   # calibrated without an attention table: use the GEMM rate
-        rate = matmul_rate(device, dtype, seq_len, seq_len, head_dim)
+        rate = matmul_rate(device, dtype, seq_len, seq_len, head_dim) / fitted(device, "gemm") * scale
         return rate, rate
-    return peak * FUSED_ATTENTION_EFFICIENCY_FWD, peak * FUSED_ATTENTION_EFFICIENCY_BWD
+    return peak * FUSED_ATTENTION_EFFICIENCY_FWD * scale, peak * FUSED_ATTENTION_EFFICIENCY_BWD * scale
 
 
 def is_host_device(device: Device) -> bool:

@@ -25,6 +25,7 @@ from simkit.model.compute import MicroBatchTimes, micro_batch_times
 from simkit.model.memory import (ActivationPolicy, LayerDims, MemoryBreakdown, StageMemoryInputs, busiest,
                                  memory_per_device)
 from simkit.model.parallel import context, pipeline, tensor
+from simkit.model.params import value as fitted
 from simkit.model.parallel.data import StepCompute, data_parallel_comm
 from simkit.model.precision import policy
 from simkit.model.workload import Shape, parameter_count
@@ -375,20 +376,24 @@ def simulate(c: Categorical, n: Numeric) -> dict[str, np.ndarray]:
     mem = _memory(c, n, prec, shape, sp, layers, m, shard)
     fwd_extra, bwd_extra, optimizer = _step_extras(c, n, prec, sp.busiest, m, shard, mem.activations)
     dp_total, dp_exposed = _data_comm(c, n, prec, sp, layers, first, mb, lc, pl, fabric, m)
+    layer_tp_cp = m * np.asarray(layers.first, dtype=float)   # per-kind totals are for the first stage
+    comm_total = layer_tp_cp * (lc.total["tensor"] + lc.total["context"]) + p2p_total + dp_total
     comm_exposed = m * slowest.comm + p2p_exposed + dp_exposed
-    step = schedule + fwd_extra + bwd_extra + optimizer + p2p_exposed + dp_exposed
+    # a fitted overlap below 1: that share of what the model hides does not hide (params.py)
+    unhidden = (1.0 - fitted(dev, "overlap")) * np.maximum(comm_total - comm_exposed, 0.0)
+    comm_exposed = comm_exposed + unhidden
+    step = schedule + fwd_extra + bwd_extra + optimizer + p2p_exposed + dp_exposed + unhidden
     devices = np.asarray(n.devices_per_node, dtype=float) * np.asarray(n.nodes, dtype=float)
     gbs = np.asarray(n.global_batch_size, dtype=float)
     model_flops = (np.asarray(n.n_layers, dtype=float) * mb.layer_flops + mb.top_flops) * m * devices / pp
     tokens_per_step = gbs * n.seq_len
     # whole optimizer steps per epoch; the last partial batch is dropped (drop_last), as GPT-NeoX counts
     iters = np.floor(np.asarray(n.tokens_per_epoch, dtype=float) / tokens_per_step)
-    layer_tp_cp = m * np.asarray(layers.first, dtype=float)   # per-kind totals are for the first stage
     return {
         "step_time_s": step,
         "forward": m * slowest.fwd + fwd_extra, "backward": m * slowest.bwd + bwd_extra, "recompute": m * slowest.rec,
         "optimizer": optimizer, "pipeline_bubble": bubble, "communication_exposed": comm_exposed,
-        "communication_total": layer_tp_cp * (lc.total["tensor"] + lc.total["context"]) + p2p_total + dp_total,
+        "communication_total": comm_total,
         "other": m * slowest.other,
         "comm_tensor_exposed": m * slowest.tensor, "comm_tensor_total": layer_tp_cp * lc.total["tensor"],
         "comm_context_exposed": m * slowest.context, "comm_context_total": layer_tp_cp * lc.total["context"],

@@ -38,6 +38,7 @@ import numpy as np
 
 from simkit.hardware.types import CollectiveFit, Device, Interconnect
 from simkit.model.comm.topology import Group
+from simkit.model.params import value as fitted
 
 # Achieved bus bandwidth / link spec when an interconnect file gives no measured efficiency.
 # Assumption backed by the measured NVLink 3 (78%) and NVLink 4 ring (82%) all-reduce busbw in
@@ -71,18 +72,19 @@ class Fabric:
     # ------------------------------------------------------------------ links
     def intra_busbw(self, kind: str) -> float:
         fit = self.intra_fit(kind)
+        scale = fitted(self.device, "network")
         if fit is not None:
-            return fit.bus_bandwidth_bytes_per_s
+            return fit.bus_bandwidth_bytes_per_s * scale
         if self.intra is None:
             return np.inf
-        return self.intra.bandwidth_bytes_per_s * (self.intra.efficiency or DEFAULT_LINK_EFFICIENCY)
+        return self.intra.bandwidth_bytes_per_s * (self.intra.efficiency or DEFAULT_LINK_EFFICIENCY) * scale
 
     def node_nic_bandwidth(self):
         """Bytes/s one node's NICs sustain together (per direction)."""
         if self.inter is None:
             return np.inf
         return (np.asarray(self.nics_per_node, dtype=float) * self.inter.bandwidth_bytes_per_s
-                * (self.inter.efficiency or DEFAULT_LINK_EFFICIENCY))
+                * (self.inter.efficiency or DEFAULT_LINK_EFFICIENCY) * fitted(self.device, "network"))
 
     def intra_hop_s(self) -> float:
         return self.intra.latency_s if self.intra is not None else 0.0
@@ -114,7 +116,7 @@ def _nvls(nbytes, n, nodes, fabric: Fabric):
     link = fabric.intra
     if link is None or link.sharp_efficiency is None:
         return np.inf
-    algbw = link.bandwidth_bytes_per_s * link.sharp_efficiency
+    algbw = link.bandwidth_bytes_per_s * link.sharp_efficiency * fitted(fabric.device, "network")
     return np.where((nodes == 1) & (n > 2), 2.0 * fabric.intra_hop_s() + nbytes / algbw, np.inf)
 
 
@@ -141,10 +143,10 @@ def _calibrated(kind: str, nbytes, n, nodes, fabric: Fabric, modelled):
             continue
         f = _FACTOR[kind]
         steps = np.maximum(n - 1, 1.0) / max(fit.nproc - 1, 1)
-        fitted = fit.latency_s * steps + f * (n - 1) / n * nbytes / fit.bus_bandwidth_bytes_per_s
+        alpha_beta = fit.latency_s * steps + f * (n - 1) / n * nbytes / fit.bus_bandwidth_bytes_per_s
         if len(fit.points) >= 2:
-            fitted = np.where(n == fit.nproc, measured_time(fit.points, nbytes), fitted)
-        out = np.where(where, fitted, out)
+            alpha_beta = np.where(n == fit.nproc, measured_time(fit.points, nbytes), alpha_beta)
+        out = np.where(where, alpha_beta / fitted(fabric.device, "network"), out)
     return out
 
 
@@ -156,7 +158,7 @@ def p2p_time(nbytes, crosses_nodes, fabric: Fabric):
     fit = fabric.inter_fit("all_gather")
     nic = fabric.node_nic_bandwidth() / np.asarray(fabric.devices_per_node, dtype=float)
     if fit is not None:
-        nic = fit.bus_bandwidth_bytes_per_s
+        nic = fit.bus_bandwidth_bytes_per_s * fitted(fabric.device, "network")
     inside = fabric.intra_hop_s() + nbytes / intra
     across = fabric.inter_hop_s() + nbytes / np.minimum(intra, nic)
     return np.where(np.asarray(crosses_nodes), across, inside)

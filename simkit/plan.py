@@ -31,10 +31,19 @@ class ModelSpec:
     causal: bool = spec(True, doc="decoder (true) or encoder (false)")
     tied_embeddings: bool = spec(True, doc="the LM head shares the token embedding")
     attention: Literal["fused", "eager"] = spec("fused", doc="fused (flash/SDPA) or eager (scores materialized)")
+    attention_kernel: Literal["default", "flash-attention-1", "flash-attention-2", "flash-attention-3", "cudnn",
+                              "memory-efficient"] = spec(
+        "default", doc="the fused-attention kernel; default: what current stacks run on the device's generation")
     kernels: Literal["fused", "eager"] = spec(
         "fused", doc="fused kernels (Megatron/TransformerEngine, flash-attn: norms in the compute dtype, fused "
         "SwiGLU) or eager PyTorch ops under autocast (fp32 norms, unfused SwiGLU)")
     dropout: float = spec(0.0, minimum=0.0, maximum=0.99, doc="dropout probability (masks are kept when > 0)")
+    norm: Literal["layernorm", "rmsnorm"] = spec("layernorm", doc="the block's normalization")
+    predicted_fraction: float = spec(
+        1.0, minimum=0.001, maximum=1.0, doc="share of positions the LM head and loss run on: 1 for causal LMs "
+        "and HF's BERT, the masked share for NVIDIA's BERT (max_predictions_per_seq / seq_len)")
+    positions: Literal["none", "learned", "rope", "alibi"] = spec(
+        "none", doc="position information: none, learned embeddings (GPT-2, BERT), rotary (Llama), ALiBi (MPT)")
 
 
 @dataclass(kw_only=True)
@@ -61,6 +70,9 @@ class TrainingSpec:
         None, doc="model: fp32 weights, autocast casts them each micro-step (PyTorch AMP, FSDP); optimizer: 16-bit "
         "weights, fp32 master copy in the optimizer (Megatron, NeMo, DeepSpeed); default optimizer for zero_stage 1 "
         "and 2 (distributed optimizer), else model")
+    fp8_recipe: Literal["delayed", "current", "mxfp8", "blockwise"] = spec(
+        "delayed", doc="with precision fp8, TransformerEngine's scaling: delayed (amax history, TE's default), "
+        "current (per-tensor current scaling), mxfp8 (1x32 blocks, Blackwell), blockwise (1x128 / 128x128)")
     cross_entropy: Literal["fused", "fp32"] = spec(
         "fused", doc="fused: logits kept in the compute dtype, gradient in place (flash-attn, TE, Megatron fused CE); "
         "fp32: logits cast to fp32 and the log-softmax kept (torch autocast)")
@@ -308,6 +320,9 @@ def _check_checkpointing(loc: Located, s: PlanSpec) -> None:
         if written and t.activation_checkpointing != needs:
             raise loc.error(("training", key), f"only applies with activation_checkpointing: {needs} "
                                                f"(it is {t.activation_checkpointing!r})")
+    recipe_written = ("training", "fp8_recipe") in loc.lines or ("training", "fp8_recipe") in loc.origins
+    if recipe_written and t.precision != "fp8":
+        raise loc.error(("training", "fp8_recipe"), f"only applies with precision: fp8 (it is {t.precision!r})")
     written = ("training", "checkpoint_every_n_layers") in loc.lines or \
         ("training", "checkpoint_every_n_layers") in loc.origins
     if written and t.selective_checkpointing != "layers":

@@ -112,7 +112,8 @@ def _check_kind(loc: Located, data: dict, kind: str) -> None:
 
 
 # ----------------------------------------------------------------------------- devices
-_DEVICE_KEYS = ("name", "kind", "description", "memory_gib", "memory_bandwidth_gb_per_s", "peak_tflops", "fitted",
+_DEVICE_KEYS = ("name", "kind", "description", "architecture", "memory_gib", "memory_bandwidth_gb_per_s",
+                "peak_tflops", "fitted",
                 "matmul_efficiency", "memory_bandwidth_efficiency", "price_per_hour_usd", "calibration")
 
 
@@ -140,6 +141,7 @@ def parse_device(loc: Located) -> Device:
     bw_eff, sources["memory_bandwidth_efficiency"] = _fact(loc, data, (), "memory_bandwidth_efficiency", required=False, maximum=1.0)
     price, sources["price_per_hour_usd"] = _fact(loc, data, (), "price_per_hour_usd", required=False)
     fitted = _fitted(loc, data, sources)
+    architecture = _architecture(loc, data)
     calibration = None
     if data.get("calibration") is not None:
         calibration = parse_calibration(loc, data["calibration"], ("calibration",))
@@ -148,7 +150,16 @@ def parse_device(loc: Located) -> Device:
         memory_bytes=mem * GIB, memory_bandwidth_bytes_per_s=bw * GB, peak_flop_per_s=peak,
         matmul_efficiency=eff, memory_bandwidth_efficiency=bw_eff, price_per_hour_usd=price,
         calibration=calibration, sources={k: v for k, v in sources.items() if v}, path=loc.file or "",
-        fitted=fitted)
+        fitted=fitted, architecture=architecture)
+
+
+def _architecture(loc: Located, data: dict) -> str | None:
+    from simkit.model.attention import ARCHITECTURES
+
+    value = data.get("architecture")
+    if value is not None and value not in ARCHITECTURES:
+        raise loc.error(("architecture",), f"{value!r} is not allowed; allowed: {' | '.join(ARCHITECTURES)}")
+    return value
 
 
 def _fitted(loc: Located, data: dict, sources: dict) -> dict[str, float]:

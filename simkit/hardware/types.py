@@ -65,6 +65,8 @@ class Device:
     sources: dict[str, str] = field(default_factory=dict, repr=False)
     path: str = ""
     fitted: dict[str, float] = field(default_factory=dict)
+    architecture: str | None = None
+    """GPU generation (ampere, hopper, ...; simkit.model.attention.ARCHITECTURES): the default attention kernel."""
     """Multipliers `simkit fit` estimated from measured runs (simkit.model.params); empty otherwise."""
 
     def peak(self, dtype: str) -> float | None:

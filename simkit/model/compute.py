@@ -16,7 +16,7 @@ from simkit.hardware.types import Device
 from simkit.model import cost
 from simkit.model.parallel.tensor import LayerGemmTimes
 from simkit.model.precision import PrecisionPolicy
-from simkit.model.workload import Shape, StepWorkload, transformer_ops
+from simkit.model.workload import Kernels, Shape, StepWorkload, transformer_ops
 
 FIRST_STAGE_OPS = ("embedding",)                    # model-level ops on the first pipeline stage
 COLUMN_PARALLEL = ("qkv_proj", "mlp_up")            # Megatron column-parallel linears
@@ -45,9 +45,10 @@ class MicroBatchTimes:
     top_flops: object            # model FLOPs of the LM head (forward + backward) on this device
 
 
-def _gemm_parts(w: StepWorkload, dev: Device, dtype: str, ebytes: int, names) -> tuple:
+def _gemm_parts(w: StepWorkload, dev: Device, prec: PrecisionPolicy, ebytes: int, names) -> tuple:
     fwd = dgrad = wgrad = 0.0
     for g in (g for g in w.gemms if g.name in names):
+        dtype = prec.dtype_of(g.name)
         fwd = fwd + cost.gemm_time(dev, dtype, g.m, g.n, g.k, g.batch, ebytes)
         dgrad = dgrad + cost.gemm_time(dev, dtype, g.m, g.k, g.n, g.batch, ebytes)
         wgrad = wgrad + cost.gemm_time(dev, dtype, g.k, g.n, g.m, g.batch, ebytes)
@@ -62,17 +63,17 @@ def _memory_parts(w: StepWorkload, dev: Device, names) -> tuple:
     return fwd, bwd
 
 
-def _selective_recompute(w: StepWorkload, dev: Device, dtype: str, ebytes: int):
+def _selective_recompute(w: StepWorkload, dev: Device, prec: PrecisionPolicy, ebytes: int):
     t = 0.0
     for g in (g for g in w.gemms if g.name in w.selective_recompute):
-        t = t + cost.gemm_time(dev, dtype, g.m, g.n, g.k, g.batch, ebytes)
+        t = t + cost.gemm_time(dev, prec.dtype_of(g.name), g.m, g.n, g.k, g.batch, ebytes)
     for op in (o for o in w.memory_ops if o.name in w.selective_recompute):
         t = t + cost.memory_time(dev, op.bytes_fwd, op.pattern)
     return t
 
 
-def _recompute(w: StepWorkload, device: Device, dtype: str, ebytes: int, selective: str, every: int, layer_fwd,
-               compute_share, bandwidth_share):
+def _recompute(w: StepWorkload, device: Device, prec: PrecisionPolicy, ebytes: int, selective: str, every: int,
+               layer_fwd, compute_share, bandwidth_share):
     """Recompute time of one layer under selective checkpointing:
     - attention: Megatron's --recompute-granularity selective, the attention core (QK^T, softmax, PV);
       free with fused attention, which recomputes inside its own backward (Korthikanti et al. 2022, Sec. 5);
@@ -84,10 +85,10 @@ def _recompute(w: StepWorkload, device: Device, dtype: str, ebytes: int, selecti
         return layer_fwd / every
     if selective == "ops":
         linear = {g.name for g in w.gemms if g.per_layer and g.has_weight}
-        gemm_fwd = _gemm_parts(w, device, dtype, ebytes, linear)[0]
+        gemm_fwd = _gemm_parts(w, device, prec, ebytes, linear)[0]
         mem_fwd = _memory_parts(w, device, {o.name for o in w.memory_ops if o.per_layer})[0]
         return 0.5 * gemm_fwd / compute_share + mem_fwd / bandwidth_share
-    return _selective_recompute(w, device, dtype, ebytes) / compute_share
+    return _selective_recompute(w, device, prec, ebytes) / compute_share
 
 
 def _names(w: StepWorkload, where: str) -> set:
@@ -105,22 +106,26 @@ def _kernels(w: StepWorkload, names: set) -> int:
 
 def micro_batch_times(*, shape: Shape, prec: PrecisionPolicy, device: Device, mlp: str, causal: bool, attention: str,
                       checkpointing: str, compute_share, bandwidth_share, selective: str = "attention",
-                      checkpoint_every: int = 2, cross_entropy: str = "fp32") -> MicroBatchTimes:
+                      checkpoint_every: int = 2, cross_entropy: str = "fp32",
+                      fp8_recipe: str = "delayed", attention_kernel: str = "default",
+                      kernels: Kernels = Kernels()) -> MicroBatchTimes:
     """Times of one micro-batch's parts on one device. compute_share / bandwidth_share: the fraction of a
     host CPU each data-parallel worker gets (cost.host_shares; 1 on a GPU)."""
-    dtype, eb = prec.gemm_dtype, prec.activation_bytes
-    w = transformer_ops(shape, mlp=mlp, causal=causal, attention=attention, prec=prec, cross_entropy=cross_entropy)
+    eb = prec.activation_bytes
+    w = transformer_ops(shape, mlp=mlp, causal=causal, attention=attention, prec=prec, cross_entropy=cross_entropy,
+                        fp8_recipe=fp8_recipe, kernels=kernels)
     parts = {}
     for where in ("layer", "first", "last"):
         names = _names(w, where)
-        g_fwd, g_dgrad, g_wgrad = _gemm_parts(w, device, dtype, eb, names)
+        g_fwd, g_dgrad, g_wgrad = _gemm_parts(w, device, prec, eb, names)
         m_fwd, m_bwd = _memory_parts(w, device, names)
         parts[where] = Part(fwd=g_fwd / compute_share + m_fwd / bandwidth_share,
                             bwd=(g_dgrad + g_wgrad) / compute_share + m_bwd / bandwidth_share,
                             kernels=_kernels(w, names))
     a_fwd = a_bwd = 0.0
     if w.attention is not None:
-        rate_f, rate_b = cost.attention_rates(device, dtype, shape.local_seq_len, shape.head_dim)
+        rate_f, rate_b = cost.attention_rates(device, prec.dtype_of("attention"), shape.local_seq_len, shape.head_dim,
+                                              attention_kernel)
         a_fwd = (w.attention.flops_fwd / rate_f + cost.memory_time(device, w.attention.bytes_fwd)) / compute_share
         a_bwd = (w.attention.bwd_flop_factor * w.attention.flops_fwd / rate_b
                  + cost.memory_time(device, 2 * w.attention.bytes_fwd)) / compute_share
@@ -129,10 +134,10 @@ def micro_batch_times(*, shape: Shape, prec: PrecisionPolicy, device: Device, ml
     if checkpointing == "full":
         layer.rec = layer.fwd
     elif checkpointing == "selective":
-        layer.rec = _recompute(w, device, dtype, eb, selective, checkpoint_every, layer.fwd, compute_share,
+        layer.rec = _recompute(w, device, prec, eb, selective, checkpoint_every, layer.fwd, compute_share,
                                bandwidth_share)
-    col = [x / compute_share for x in _gemm_parts(w, device, dtype, eb, COLUMN_PARALLEL)]
-    row = [x / compute_share for x in _gemm_parts(w, device, dtype, eb, ROW_PARALLEL)]
+    col = [x / compute_share for x in _gemm_parts(w, device, prec, eb, COLUMN_PARALLEL)]
+    row = [x / compute_share for x in _gemm_parts(w, device, prec, eb, ROW_PARALLEL)]
     gemms = LayerGemmTimes(column_fwd=col[0], column_dgrad=col[1], column_wgrad=col[2], row_fwd=row[0],
                            row_dgrad=row[1])
     layer_flops = 3.0 * sum(g.flops for g in w.gemms if g.per_layer)

@@ -8,6 +8,7 @@ import functools
 import numpy as np
 
 from simkit.hardware import Device
+from simkit.model import attention
 from simkit.model.params import value as fitted
 
 # Achieved fraction of peak HBM bandwidth for streaming kernels when a device file gives none.
@@ -23,13 +24,7 @@ DEFAULT_BANDWIDTH_EFFICIENCY = 0.85
 # Calibrated profiles are measured, not derated.
 SUSTAINED_MATMUL_FRACTION = 0.72 / 0.869
 
-# Fused attention kernels run well below GEMM efficiency: FlashAttention (v1) reaches "only 25-40%
-# of the theoretical maximum FLOPs/s", FlashAttention-2 "50-73%" in the forward pass (Dao 2023,
-# Sec. 1 and abstract). simkit's default is the v1-class figure, the generation behind most
-# published 2022-2023 training measurements; the backward pass runs slower than the forward in both
-# generations. Calibrated profiles replace both with measured SDPA throughput.
-FUSED_ATTENTION_EFFICIENCY_FWD = 0.40
-FUSED_ATTENTION_EFFICIENCY_BWD = 0.30
+# Fused attention: the kernel's share of peak by GPU generation, see simkit/model/attention.py.
 
 # Host-side cost of launching one eager PyTorch op. Overlaps with GPU work (asynchronous launch) but
 # adds to every op on a CPU device. Assumption: a few microseconds per op in eager mode.
@@ -144,8 +139,9 @@ def _attention_table(rows: list[dict], key: str, seq_len, head_dim) -> np.ndarra
     return np.take_along_axis(np.stack(per_dim, -1), nearest[..., None], -1)[..., 0]
 
 
-def attention_rates(device: Device, dtype: str, seq_len, head_dim):
-    """(forward, backward) FLOP/s of fused attention."""
+def attention_rates(device: Device, dtype: str, seq_len, head_dim, kernel: str = "default"):
+    """(forward, backward) FLOP/s of fused attention: measured (calibrated profile) or the kernel's share of
+    the 16-bit peak on the device's generation (simkit.model.attention)."""
     scale = fitted(device, "attention")
     cal = device.calibration
     if cal is not None and cal.attention:
@@ -156,7 +152,8 @@ def attention_rates(device: Device, dtype: str, seq_len, head_dim):
     if device.calibration is not None:   # calibrated without an attention table: use the GEMM rate
         rate = matmul_rate(device, dtype, seq_len, seq_len, head_dim) / fitted(device, "gemm") * scale
         return rate, rate
-    return peak * FUSED_ATTENTION_EFFICIENCY_FWD * scale, peak * FUSED_ATTENTION_EFFICIENCY_BWD * scale
+    fwd, bwd = attention.efficiency(device.architecture, kernel, seq_len)
+    return peak * fwd * scale, peak * bwd * scale
 
 
 def is_host_device(device: Device) -> bool:

@@ -97,6 +97,9 @@ class ActivationPolicy:
     dropout: bool = False           # dropout masks are kept only when dropout > 0
     checkpointing: str = "none"     # none | selective | selective-ops | selective-layers-N | full
     fp8: bool = False               # fp8 GEMMs (TransformerEngine): linear layers keep their inputs in fp8
+    norm: str = "layernorm"
+    positions: str = "none"
+    predicted_fraction: float = 1.0
 
     @property
     def linear_input_bytes(self) -> int:
@@ -110,6 +113,8 @@ def _norm_input(d: LayerDims, p: ActivationPolicy):
     fused kernel) and fp32 mean and 1/std per token. Sharded over TP with SP, replicated without."""
     shard = d.tensor_parallel if d.sequence_parallel else 1.0
     width = 4 if p.implementation == "eager" else p.act_bytes
+    if p.implementation == "eager" and p.norm == "rmsnorm":
+        width = 8      # eager RMSNorm keeps the fp32 input and the fp32 normalized output (for the weight's mul)
     return (width * d.tokens * d.d_model + 8 * d.tokens) / shard
 
 
@@ -131,6 +136,9 @@ def _attention(d: LayerDims, p: ActivationPolicy, core_recomputed: bool):
         out = 2 * out
     elif p.fp8:
         out = out * (1 + 1 / a)
+    if p.positions == "rope" and p.implementation == "eager":
+        # rotate-half RoPE keeps q and k before the rotation and their rotated halves for the sin product
+        qkv = qkv + 2 * a * d.tokens * (d.heads + d.kv_heads) * d.head_dim
     if p.attention == "fused":
         return qkv + out + 4 * d.tokens * d.heads
     if core_recomputed:                  # Megatron selective: the attention core is recomputed in backward
@@ -250,7 +258,8 @@ def memory_per_device(*, stage: StageMemoryInputs, params_per_layer_local, dims:
         from dataclasses import replace
 
         acts = acts + layer_activation_bytes(dims, replace(act, checkpointing="none"))
-    acts = acts + stage.holds_logits * logits_bytes(dims.tokens, vocab_local, act.act_bytes, cross_entropy)
+    acts = acts + stage.holds_logits * logits_bytes(dims.tokens * act.predicted_fraction, vocab_local, act.act_bytes,
+                                                    cross_entropy)
     allocated = weights + grads + states + acts + buffers
     extra = 0.0 if host else ALLOCATOR_FRAGMENTATION * allocated
     return MemoryBreakdown(weights, grads, states, acts, buffers, extra, 0.0 if host else CUDA_CONTEXT_BYTES)

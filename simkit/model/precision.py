@@ -23,6 +23,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 BYTES = {"fp32": 4, "tf32": 4, "fp16": 2, "bf16": 2, "fp8": 1}
+LINEAR_GEMMS = ("qkv_proj", "out_proj", "mlp_up", "mlp_down")
 
 
 @dataclass(frozen=True)
@@ -38,6 +39,18 @@ class PrecisionPolicy:
     weight_copy_bytes: int        # low-precision weight copy made by autocast per micro-step (0 without autocast)
     loss_scaling: bool            # fp16: GradScaler unscale + inf check over the gradients
     master_weights: str = "model"
+    other_gemm_dtype: str = ""    # matmuls outside the linear layers (attention, LM head): bf16 in fp8 plans
+
+    @property
+    def fp8(self) -> bool:
+        return self.precision == "fp8"
+
+    def dtype_of(self, gemm_name: str) -> str:
+        """TransformerEngine runs only the transformer layers' linear GEMMs in fp8; the attention core and
+        the LM head (Megatron's output layer is not a TE module) stay bf16."""
+        if self.fp8 and gemm_name not in LINEAR_GEMMS:
+            return self.other_gemm_dtype
+        return self.gemm_dtype
 
 
 def policy(precision: str, master_weights: str = "model") -> PrecisionPolicy:
@@ -47,7 +60,8 @@ def policy(precision: str, master_weights: str = "model") -> PrecisionPolicy:
         return PrecisionPolicy(precision, precision, 4, 4, 4, 4, 4, 0, 0, False, master_weights)
     gemm = "fp8" if precision == "fp8" else precision
     scaling = precision == "fp16"
+    other = "bf16" if precision == "fp8" else precision
     if master_weights == "optimizer":
         weights = 1 if precision == "fp8" else 2
-        return PrecisionPolicy(precision, gemm, 2, 4, weights, 4, 4, 4, 0, scaling, master_weights)
-    return PrecisionPolicy(precision, gemm, 2, 4, 4, 4, 4, 0, 2, scaling, master_weights)
+        return PrecisionPolicy(precision, gemm, 2, 4, weights, 4, 4, 4, 0, scaling, master_weights, other)
+    return PrecisionPolicy(precision, gemm, 2, 4, 4, 4, 4, 0, 2, scaling, master_weights, other)

@@ -28,7 +28,7 @@ from simkit.model.parallel import context, pipeline, tensor
 from simkit.model.params import value as fitted
 from simkit.model.parallel.data import StepCompute, data_parallel_comm
 from simkit.model.precision import policy
-from simkit.model.workload import Shape, parameter_count
+from simkit.model.workload import Kernels, Shape, parameter_count
 
 # Bytes moved per parameter by one optimizer step (fp32 params, grads and states, multi-tensor
 # kernels): AdamW reads p, g, m, v and writes p, m, v (7 x 4 B); LAMB adds a second pass for the
@@ -65,6 +65,11 @@ class Categorical:
     cross_entropy: str = "fused"        # memory.logits_bytes
     implementation: str = "fused"       # fused kernels or eager PyTorch ops (memory.ActivationPolicy)
     dropout: bool = False               # dropout probability > 0
+    fp8_recipe: str = "delayed"         # workload._fp8_casts
+    attention_kernel: str = "default"   # model/attention.py
+    norm: str = "layernorm"
+    positions: str = "none"
+    predicted_fraction: float = 1.0
 
 
 @dataclass(kw_only=True)
@@ -264,7 +269,8 @@ def _stage_params(c: Categorical, n: Numeric, layers: pipeline.StageLayers) -> t
     """Whole-model parameters and each stage's TP shard. The first stage holds the embedding, the last the
     final norm and the LM head (with tied embeddings a copy of the embedding, whose gradients the two
     stages all-reduce, as Megatron does)."""
-    params = parameter_count(n.n_layers, n.d_model, n.n_heads, n.n_kv_heads, n.d_ff, n.vocab_size, c.mlp, c.tied)
+    params = parameter_count(n.n_layers, n.d_model, n.n_heads, n.n_kv_heads, n.d_ff, n.vocab_size, c.mlp, c.tied,
+                             n.seq_len, c.positions == "learned")
     per_layer = parameter_count(1, n.d_model, n.n_heads, n.n_kv_heads, n.d_ff, 0, c.mlp, True) - 2 * np.asarray(n.d_model)
     tp = np.asarray(n.tensor_parallel, dtype=float)
     pp = np.asarray(n.pipeline_parallel, dtype=float)
@@ -298,7 +304,8 @@ def _memory(c: Categorical, n: Numeric, prec, shape: Shape, sp: StageParams, lay
                      heads=np.asarray(n.n_heads) / tp, kv_heads=np.asarray(n.n_kv_heads) / tp, head_dim=shape.head_dim,
                      d_ff=ff / tp, tensor_parallel=tp, sequence_parallel=c.sequence_parallel)
     act = ActivationPolicy(act_bytes=prec.activation_bytes, attention=c.attention, implementation=c.implementation,
-                           mlp=c.mlp, dropout=c.dropout, checkpointing=_memory_policy(c), fp8=c.precision == "fp8")
+                           mlp=c.mlp, dropout=c.dropout, checkpointing=_memory_policy(c), fp8=c.precision == "fp8",
+                           norm=c.norm, positions=c.positions, predicted_fraction=c.predicted_fraction)
     # gradients exist at the activation peak (the start of backward) when they persist between steps
     # (Megatron's fp32 main_grad buffers) or accumulate over micro-batches; PyTorch optimizers free them
     # at zero_grad (set_to_none=True, the default since torch 2.0)
@@ -349,7 +356,11 @@ def simulate(c: Categorical, n: Numeric) -> dict[str, np.ndarray]:
     cshare, bshare = cost.host_shares(dev, n.devices_per_node)
     mb = micro_batch_times(shape=shape, prec=prec, device=dev, mlp=c.mlp, causal=c.causal, attention=c.attention,
                            checkpointing=c.checkpointing, selective=c.selective, checkpoint_every=c.checkpoint_every,
-                           cross_entropy=c.cross_entropy, compute_share=cshare, bandwidth_share=bshare)
+                           cross_entropy=c.cross_entropy, fp8_recipe=c.fp8_recipe,
+                           attention_kernel=c.attention_kernel, compute_share=cshare,
+                           kernels=Kernels(c.implementation, c.norm, c.positions, c.dropout, c.predicted_fraction,
+                                           c.master_weights == "model"),
+                           bandwidth_share=bshare)
     pl = place(tp, cp, dp, pp, n.devices_per_node)
     fabric = Fabric(dev, c.intra_node, c.inter_node, n.inter_node_links, n.devices_per_node)
     lc = _layer_comm(c, n, prec, shape, mb, pl, fabric)
@@ -415,7 +426,8 @@ def categorical(plan) -> Categorical:
     return Categorical(plan.device, plan.intra_node, plan.inter_node, t.precision, t.optimizer,
                        t.activation_checkpointing, m.attention, m.mlp, m.causal, m.tied_embeddings, p.zero_stage,
                        p.sequence_parallel, p.tp_comm_overlap, t.selective_checkpointing, t.checkpoint_every_n_layers,
-                       t.master_weights, t.cross_entropy, m.kernels, m.dropout > 0)
+                       t.master_weights, t.cross_entropy, m.kernels, m.dropout > 0, t.fp8_recipe, m.attention_kernel,
+                       m.norm, m.positions, m.predicted_fraction)
 
 
 def numeric(plan) -> Numeric:

@@ -88,8 +88,58 @@ class StepWorkload:
     selective_recompute: list[str] = field(default_factory=list)   # names recomputed under 'selective'
 
 
+@dataclass(frozen=True)
+class Kernels:
+    """How the elementwise work of a layer runs: `fused` kernels (Megatron-Core / TransformerEngine, apex,
+    torch.compile) make one pass per op in the compute dtype; `eager` PyTorch ops under autocast keep the
+    residual stream in fp32 (the embedding's output is fp32 and autocast adds the bf16 branch outputs to
+    it), run LayerNorm in fp32 and cast its output for the next matmul, write RMSNorm as six elementwise
+    kernels on an fp32 copy (HF transformers' and torchtitan's LlamaRMSNorm), RoPE as rotate-half
+    arithmetic (four kernels) and SwiGLU as silu then mul."""
+
+    kind: str = "fused"
+    norm: str = "layernorm"
+    positions: str = "none"
+    dropout: bool = False
+    predicted_fraction: float = 1.0
+    autocast: bool = True        # eager ops under torch.autocast (fp32 model); False: a 16-bit model (apex O2)
+
+    def dropout_bytes(self, a: int) -> float:
+        """Bytes per element one dropout moves (forward; the backward reads the mask and the gradient and
+        writes one: as many): an eager F.dropout reads and writes the tensor and writes a 1-byte mask; a
+        fused kernel (Megatron's bias-dropout-add) only adds the mask to the residual add's pass."""
+        if not self.dropout:
+            return 0.0
+        return 2 * a + 1 if self.kind == "eager" else 1.0
+
+    def residual_bytes(self, a: int) -> int:
+        return 4 if (self.kind == "eager" and self.autocast) else a
+
+    def norm_bytes(self, a: int) -> float:
+        """Bytes per element one norm's forward moves."""
+        if self.kind == "fused":
+            return 2 * a
+        r = self.residual_bytes(a)
+        if self.norm == "rmsnorm":   # .float(), pow, mean, x * rsqrt, .to(dtype), * weight
+            return (r + 4) + (4 + 4) + 4 + (4 + 4) + (4 + a) + (a + a)
+        if not self.autocast:        # a 16-bit model's LayerNorm kernel: read and write in the compute dtype
+            return 2 * a
+        return (r + 4) + (4 + a)     # F.layer_norm in fp32, then the cast for the next matmul
+
+    def rope_bytes(self, a: int) -> float:
+        """Bytes per element of q and k the rotary embedding moves (forward)."""
+        if self.positions != "rope":
+            return 0.0
+        return 2 * a if self.kind == "fused" else 10 * a   # q*cos, rotate_half (neg, cat), *sin, add
+
+    def swiglu_bytes(self, a: int) -> float:
+        """Bytes per element of d_ff the SwiGLU activation moves (forward)."""
+        return 3 * a if self.kind == "fused" else 5 * a    # silu: read, write; mul: read 2, write
+
+
 def transformer_ops(s: Shape, *, mlp: str, causal: bool, attention: str, prec: PrecisionPolicy,
-                    cross_entropy: str = "fp32") -> StepWorkload:
+                    cross_entropy: str = "fp32", fp8_recipe: str = "delayed", kernels: Kernels = Kernels()
+                    ) -> StepWorkload:
     """Ops of one micro-step on one device; per_layer ops repeat n_layers times.
 
     Tensor parallelism splits the heads and the MLP width over `tensor_parallel` ranks (Megatron's
@@ -106,6 +156,9 @@ def transformer_ops(s: Shape, *, mlp: str, causal: bool, attention: str, prec: P
     w = StepWorkload()
     # --- attention block (Megatron split: QKV column-parallel, output row-parallel)
     w.gemms.append(Gemm("qkv_proj", t, (heads + 2 * kv) * hd, d))
+    if kernels.positions == "rope":
+        w.memory_ops.append(MemoryOp("rotary", t * (heads + kv) * hd * kernels.rope_bytes(a),
+                                     kernels=1 if kernels.kind == "fused" else 8))
     if attention == "fused":
         flops = 4.0 * s.batch * heads * s.seq_len * s.seq_len * hd * (0.5 if causal else 1.0) / s.context_parallel
         qkvo = t * (2 * heads + 2 * kv) * hd * a
@@ -117,23 +170,37 @@ def transformer_ops(s: Shape, *, mlp: str, causal: bool, attention: str, prec: P
         cast = (sm + a) if sm != a else 0
         w.memory_ops.append(MemoryOp("attn_softmax", scores * (2 * a + a + sm + cast), kernels=3,
                                      pattern="cross_entropy"))   # a softmax-class kernel (exp + row sums)
+        if kernels.dropout:   # dropout on the attention probabilities (inside a fused kernel, free)
+            w.memory_ops.append(MemoryOp("attn_dropout", scores * (2 * a + 1), bwd_factor=1.0))
         w.gemms.append(Gemm("attn_values", s.seq_len, hd, s.seq_len, batch=s.batch * heads, has_weight=False))
         w.selective_recompute += ["attn_scores", "attn_softmax", "attn_values"]
     w.gemms.append(Gemm("out_proj", t, d, heads * hd))
     # --- MLP
     up = 2 * f / p if mlp == "swiglu" else f / p
     w.gemms.append(Gemm("mlp_up", t, up, d))
-    act_bytes = t * (f / p) * a * (3 if mlp == "swiglu" else 2)
-    w.memory_ops.append(MemoryOp("mlp_activation", act_bytes, pattern="gelu"))
+    act_bytes = t * (f / p) * (kernels.swiglu_bytes(a) if mlp == "swiglu" else 2 * a)
+    w.memory_ops.append(MemoryOp("mlp_activation", act_bytes, pattern="gelu",
+                                 kernels=2 if (mlp == "swiglu" and kernels.kind == "eager") else 1))
     w.gemms.append(Gemm("mlp_down", t, d, f / p))
-    # --- norms and residual adds (2 each per block), in the activation dtype
-    w.memory_ops.append(MemoryOp("layer_norms", 2 * (2 * t * d * a) / sp, kernels=2, pattern="layer_norm"))
-    w.memory_ops.append(MemoryOp("residual_adds", 2 * (3 * t * d * a) / sp, kernels=2))
+    # --- norms and residual adds (2 each per block): one pass each with fused kernels, more when eager
+    r = kernels.residual_bytes(a)
+    norm_kernels = 2 if kernels.kind == "fused" else (12 if kernels.norm == "rmsnorm" else 4)
+    w.memory_ops.append(MemoryOp("layer_norms", 2 * t * d * kernels.norm_bytes(a) / sp, kernels=norm_kernels,
+                                 pattern="layer_norm"))
+    w.memory_ops.append(MemoryOp("residual_adds", 2 * t * d * (r + a + r) / sp, kernels=2))
+    if kernels.dropout:   # after the attention output projection and after the MLP
+        w.memory_ops.append(MemoryOp("dropout", 2 * t * d * kernels.dropout_bytes(a) / sp, bwd_factor=1.0,
+                                     kernels=2 if kernels.kind == "eager" else 0))
+    if prec.fp8:
+        w.memory_ops.append(_fp8_casts(t, d, heads * hd, (heads + 2 * kv) * hd, up, f / p, sp, a, fp8_recipe))
     # --- model-level ops
-    w.memory_ops.append(MemoryOp("embedding", t * d * (a + prec.param_bytes) / sp, per_layer=False))
-    w.memory_ops.append(MemoryOp("final_norm", 2 * t * d * a / sp, per_layer=False, pattern="layer_norm"))
-    w.gemms.append(Gemm("lm_head", t, V / p, d, per_layer=False))
-    logits = t * V / p
+    learned = 3 * a if kernels.positions == "learned" else 0    # the position embedding added in
+    w.memory_ops.append(MemoryOp("embedding", t * d * (a + prec.param_bytes + learned) / sp, per_layer=False))
+    w.memory_ops.append(MemoryOp("final_norm", t * d * kernels.norm_bytes(a) / sp, per_layer=False,
+                                 pattern="layer_norm"))
+    predicted = t * kernels.predicted_fraction   # the positions the head runs on (BERT: the masked ones)
+    w.gemms.append(Gemm("lm_head", predicted, V / p, d, per_layer=False))
+    logits = predicted * V / p
     if cross_entropy == "fused":
         # one kernel reads the logits (log-sum-exp per row); backward reads them and writes the gradient in place
         w.memory_ops.append(MemoryOp("loss", logits * a, bwd_factor=2.0, kernels=2, per_layer=False,
@@ -144,6 +211,29 @@ def transformer_ops(s: Shape, *, mlp: str, causal: bool, attention: str, prec: P
         w.memory_ops.append(MemoryOp("loss", logits * (a + 3 * sm), bwd_factor=(3 * sm + a) / (a + 3 * sm),
                                      kernels=3, per_layer=False, pattern="cross_entropy"))
     return w
+
+
+# Bytes per element of one fp8 quantization (TransformerEngine): read the 16-bit tensor, write the fp8
+# tensor and its transpose (Hopper's fp8 GEMMs need both layouts: forward / data gradient vs weight
+# gradient). Where TE fuses the cast into the kernel that produced the tensor (LayerNorm before QKV and
+# MLP-up, the activation before MLP-down) only the writes remain. Per-tensor current scaling first reads
+# the tensor once more for its amax; delayed scaling records the amax in the same pass (and reduces the
+# amax history once per step, which is small); MXFP8 / block scaling write one scale per 32 (128) values.
+FP8_AMAX_PASS = {"delayed": 0.0, "current": 1.0, "mxfp8": 0.0, "blockwise": 0.0}
+FP8_SCALE_BYTES = {"delayed": 0.0, "current": 0.0, "mxfp8": 2 / 32, "blockwise": 2 / 128}
+
+
+def _fp8_casts(t, d, attn_out, qkv_out, up_out, f, sp, a, recipe: str) -> MemoryOp:
+    """The quantize kernels of one layer's four fp8 linears: inputs in the forward, output gradients in the
+    backward (Micikevicius et al. 2022, "FP8 Formats for Deep Learning"; TransformerEngine's
+    cast_transpose kernels)."""
+    write = 2 + FP8_SCALE_BYTES[recipe]
+    amax = FP8_AMAX_PASS[recipe] * a
+    fused_inputs = t * (2 * d / sp + f)                      # LN -> QKV, LN -> MLP-up, activation -> MLP-down
+    fwd = fused_inputs * (write + amax) + t * attn_out * (a + write + amax)
+    grads = t * (qkv_out + d + up_out + d)                   # output gradients of QKV, proj, MLP-up, MLP-down
+    bwd = grads * (a + write + amax)
+    return MemoryOp("fp8_casts", fwd, bwd_factor=bwd / fwd, kernels=4)
 
 
 def parameter_count(n_layers, d_model, n_heads, n_kv_heads, d_ff, vocab_size, mlp: str, tied: bool,

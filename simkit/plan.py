@@ -34,9 +34,11 @@ class ModelSpec:
     attention_kernel: Literal["default", "flash-attention-1", "flash-attention-2", "flash-attention-3", "cudnn",
                               "memory-efficient"] = spec(
         "default", doc="the fused-attention kernel; default: what current stacks run on the device's generation")
-    kernels: Literal["fused", "eager"] = spec(
-        "fused", doc="fused kernels (Megatron/TransformerEngine, flash-attn: norms in the compute dtype, fused "
-        "SwiGLU) or eager PyTorch ops under autocast (fp32 norms, unfused SwiGLU)")
+    kernels: Optional[Literal["fused", "eager"]] = spec(
+        None, doc="fused kernels (Megatron/TransformerEngine, torch.compile: norms in the compute dtype, fused "
+        "SwiGLU, RoPE) or eager PyTorch ops under autocast (fp32 norms, unfused SwiGLU); default: fused with "
+        "tensor/pipeline/context parallelism or optimizer-side master weights (Megatron-Core, NeMo), else eager "
+        "(PyTorch DDP/FSDP stacks: torchtitan, llm-foundry, HF Trainer)")
     dropout: float = spec(0.0, minimum=0.0, maximum=0.99, doc="dropout probability (masks are kept when > 0)")
     norm: Literal["layernorm", "rmsnorm"] = spec("layernorm", doc="the block's normalization")
     predicted_fraction: float = spec(
@@ -304,12 +306,19 @@ def _check_parallelism(loc: Located, s: PlanSpec) -> None:
                         f"{per_step * t.grad_accum_steps}")
 
 
-def _derive_master_weights(s: PlanSpec) -> None:
-    """Megatron's and DeepSpeed's optimizer sharding (ZeRO 1 and 2) keep 16-bit weights with an fp32 master
-    copy in the optimizer; PyTorch DDP and FSDP keep fp32 weights under autocast."""
-    t = s.training
+def _derive_stack(s: PlanSpec) -> None:
+    """What a plan that does not say runs on, inferred from its layout. Megatron's and DeepSpeed's optimizer
+    sharding (ZeRO 1 and 2) keep 16-bit weights with an fp32 master copy in the optimizer; PyTorch DDP and
+    FSDP keep fp32 weights under autocast. Tensor, pipeline and context parallelism and optimizer-side
+    master weights are Megatron-Core / NeMo territory, which runs TransformerEngine's fused kernels; plain
+    DDP or FSDP is a PyTorch-native stack (torchtitan, llm-foundry, HF Trainer) running eager ops."""
+    t, p, m = s.training, s.parallelism, s.model
     if t.master_weights is None:
-        t.master_weights = "optimizer" if s.parallelism.zero_stage in (1, 2) else "model"
+        t.master_weights = "optimizer" if p.zero_stage in (1, 2) else "model"
+    if m.kernels is None:
+        megatron = p.tensor_parallel > 1 or p.pipeline_parallel > 1 or p.context_parallel > 1 or \
+            t.master_weights == "optimizer"
+        m.kernels = "fused" if megatron else "eager"
 
 
 def _check_checkpointing(loc: Located, s: PlanSpec) -> None:
@@ -359,7 +368,7 @@ def load_plan_located(loc: Located) -> Plan:
     _check_parallelism(loc, spec_)
     _check_data(loc, spec_)
     _check_checkpointing(loc, spec_)
-    _derive_master_weights(spec_)
+    _derive_stack(spec_)
     _check_precision(loc, spec_, device)
     return Plan(spec=spec_, device=device, intra_node=intra, inter_node=inter, source=loc.file or "<dict>",
                 raw=raw)

@@ -100,6 +100,7 @@ class ActivationPolicy:
     norm: str = "layernorm"
     positions: str = "none"
     predicted_fraction: float = 1.0
+    autocast: bool = True           # eager ops on fp32 weights: fp32 residual stream and norms (workload.Kernels)
 
     @property
     def linear_input_bytes(self) -> int:
@@ -112,7 +113,7 @@ def _norm_input(d: LayerDims, p: ActivationPolicy):
     """What a LayerNorm keeps: its input (fp32 under autocast, which upcasts norms; the compute dtype in a
     fused kernel) and fp32 mean and 1/std per token. Sharded over TP with SP, replicated without."""
     shard = d.tensor_parallel if d.sequence_parallel else 1.0
-    width = 4 if p.implementation == "eager" else p.act_bytes
+    width = 4 if (p.implementation == "eager" and p.autocast) else p.act_bytes
     if p.implementation == "eager" and p.norm == "rmsnorm":
         width = 8      # eager RMSNorm keeps the fp32 input and the fp32 normalized output (for the weight's mul)
     return (width * d.tokens * d.d_model + 8 * d.tokens) / shard

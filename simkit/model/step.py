@@ -281,6 +281,12 @@ def _stage_params(c: Categorical, n: Numeric, layers: pipeline.StageLayers) -> t
 
 
 # ----------------------------------------------------------------------------- whole step
+def _fp32_weights(c: Categorical) -> bool:
+    """The weights the forward computes with are fp32 (autocast casts each matmul's): DDP or one device with
+    model-side fp32 weights. FSDP gathers 16-bit weights; optimizer-side masters keep a 16-bit model."""
+    return c.master_weights == "model" and c.zero_stage < 3 and c.precision not in ("fp32", "tf32")
+
+
 def _recompute_share(c: Categorical) -> float:
     """The share of layers whose whole forward (kernels, TP collectives) runs again in the backward."""
     if c.checkpointing == "full":
@@ -305,7 +311,8 @@ def _memory(c: Categorical, n: Numeric, prec, shape: Shape, sp: StageParams, lay
                      d_ff=ff / tp, tensor_parallel=tp, sequence_parallel=c.sequence_parallel)
     act = ActivationPolicy(act_bytes=prec.activation_bytes, attention=c.attention, implementation=c.implementation,
                            mlp=c.mlp, dropout=c.dropout, checkpointing=_memory_policy(c), fp8=c.precision == "fp8",
-                           norm=c.norm, positions=c.positions, predicted_fraction=c.predicted_fraction)
+                           norm=c.norm, positions=c.positions, predicted_fraction=c.predicted_fraction,
+                           autocast=_fp32_weights(c))
     # gradients exist at the activation peak (the start of backward) when they persist between steps
     # (Megatron's fp32 main_grad buffers) or accumulate over micro-batches; PyTorch optimizers free them
     # at zero_grad (set_to_none=True, the default since torch 2.0)
@@ -359,7 +366,7 @@ def simulate(c: Categorical, n: Numeric) -> dict[str, np.ndarray]:
                            cross_entropy=c.cross_entropy, fp8_recipe=c.fp8_recipe,
                            attention_kernel=c.attention_kernel, compute_share=cshare,
                            kernels=Kernels(c.implementation, c.norm, c.positions, c.dropout, c.predicted_fraction,
-                                           c.master_weights == "model"),
+                                           _fp32_weights(c)),
                            bandwidth_share=bshare)
     pl = place(tp, cp, dp, pp, n.devices_per_node)
     fabric = Fabric(dev, c.intra_node, c.inter_node, n.inter_node_links, n.devices_per_node)

@@ -102,7 +102,10 @@ class Kernels:
     positions: str = "none"
     dropout: bool = False
     predicted_fraction: float = 1.0
-    autocast: bool = True        # eager ops under torch.autocast (fp32 model); False: a 16-bit model (apex O2)
+    autocast: bool = True
+    """Eager ops under torch.autocast on fp32 weights (DDP, single device): the embedding's output and so the
+    residual stream are fp32 and autocast runs LayerNorm in fp32. False where the weights are 16-bit while
+    they compute: FSDP's mixed precision gathers them in bf16, apex O2 and Megatron keep a 16-bit model."""
 
     def dropout_bytes(self, a: int) -> float:
         """Bytes per element one dropout moves (forward; the backward reads the mask and the gradient and

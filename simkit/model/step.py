@@ -12,6 +12,7 @@ Without pipeline parallelism the schedule is m x (one micro-batch on the single 
 """
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass, field
 
@@ -351,13 +352,16 @@ def _data_comm(c: Categorical, n: Numeric, prec, sp: StageParams, layers, stage0
     return dpc.total + tie, dpc.exposed + tie
 
 
-def simulate(c: Categorical, n: Numeric) -> dict[str, np.ndarray]:
-    """Vectorized step simulation; returns arrays keyed like the Prediction fields."""
-    prec = policy(c.precision, c.master_weights)
+# The numbers that decide one micro-batch's kernels and its tensor/context-parallel collectives. A sweep or
+# a search varies many more (pipeline, data parallel, nodes, ZeRO, batch) than these: the per-layer work is
+# computed once per distinct shape and spread over the rows (`_per_shape`).
+SHAPE_KEYS = ("micro_batch_size", "seq_len", "d_model", "n_heads", "n_kv_heads", "d_ff", "vocab_size",
+              "tensor_parallel", "context_parallel", "devices_per_node", "inter_node_links")
+
+
+def _micro_batch_and_layer_comm(c: Categorical, n: Numeric, prec) -> tuple:
     dev = c.device
-    tp, cp, pp, v, dp, m = (np.asarray(x, dtype=float) for x in (
-        n.tensor_parallel, n.context_parallel, n.pipeline_parallel, n.virtual_pipeline_stages, n.data_parallel,
-        n.grad_accum_steps))
+    tp, cp = np.asarray(n.tensor_parallel, dtype=float), np.asarray(n.context_parallel, dtype=float)
     shape = Shape(n.micro_batch_size, n.seq_len, n.d_model, n.n_heads, n.n_kv_heads, n.d_ff, n.vocab_size,
                   n.n_layers, tp, cp, c.sequence_parallel)
     cshare, bshare = cost.host_shares(dev, n.devices_per_node)
@@ -368,9 +372,64 @@ def simulate(c: Categorical, n: Numeric) -> dict[str, np.ndarray]:
                            kernels=Kernels(c.implementation, c.norm, c.positions, c.dropout, c.predicted_fraction,
                                            _fp32_weights(c)),
                            bandwidth_share=bshare)
+    pl = place(tp, cp, 1.0, 1.0, n.devices_per_node)
+    fabric = Fabric(dev, c.intra_node, c.inter_node, n.inter_node_links, n.devices_per_node)
+    return mb, _layer_comm(c, n, prec, shape, mb, pl, fabric)
+
+
+def _distinct_shapes(n: Numeric):
+    """(the distinct rows of SHAPE_KEYS as a Numeric, the index of each row's shape), or None when the
+    rows are few or nearly all distinct."""
+    cols = [np.asarray(getattr(n, k), dtype=float) for k in SHAPE_KEYS]
+    size = max(c.size for c in cols)
+    if size < 64:
+        return None
+    code = np.zeros(size, dtype=np.int64)
+    for col in cols:       # mixed-radix code of each column's value index
+        values, index = np.unique(np.broadcast_to(col, (size,)), return_inverse=True)
+        code = code * len(values) + index
+    first, inverse = np.unique(code, return_index=True, return_inverse=True)[1:]
+    if len(first) > size // 4:
+        return None
+    fields = {f.name: getattr(n, f.name) for f in dataclasses.fields(n)}
+    for key, col in zip(SHAPE_KEYS, cols):
+        fields[key] = np.broadcast_to(col, (size,))[first]
+    return type(n)(**fields), inverse
+
+
+def _spread(obj, inverse):
+    """A dataclass of per-shape arrays, indexed back to one value per row."""
+    if isinstance(obj, dict):
+        return {k: _spread(v, inverse) for k, v in obj.items()}
+    if dataclasses.is_dataclass(obj):
+        return type(obj)(**{f.name: _spread(getattr(obj, f.name), inverse) for f in dataclasses.fields(obj)})
+    if isinstance(obj, np.ndarray) and obj.ndim == 1:
+        return obj[inverse]
+    return obj
+
+
+def _per_shape(c: Categorical, n: Numeric, prec) -> tuple:
+    """micro_batch_times and the layer's TP/CP communication, once per distinct shape."""
+    distinct = _distinct_shapes(n)
+    if distinct is None:
+        return _micro_batch_and_layer_comm(c, n, prec)
+    shapes, inverse = distinct
+    mb, lc = _micro_batch_and_layer_comm(c, shapes, prec)
+    return _spread(mb, inverse), _spread(lc, inverse)
+
+
+def simulate(c: Categorical, n: Numeric) -> dict[str, np.ndarray]:
+    """Vectorized step simulation; returns arrays keyed like the Prediction fields."""
+    prec = policy(c.precision, c.master_weights)
+    dev = c.device
+    tp, cp, pp, v, dp, m = (np.asarray(x, dtype=float) for x in (
+        n.tensor_parallel, n.context_parallel, n.pipeline_parallel, n.virtual_pipeline_stages, n.data_parallel,
+        n.grad_accum_steps))
+    shape = Shape(n.micro_batch_size, n.seq_len, n.d_model, n.n_heads, n.n_kv_heads, n.d_ff, n.vocab_size,
+                  n.n_layers, tp, cp, c.sequence_parallel)
     pl = place(tp, cp, dp, pp, n.devices_per_node)
     fabric = Fabric(dev, c.intra_node, c.inter_node, n.inter_node_links, n.devices_per_node)
-    lc = _layer_comm(c, n, prec, shape, mb, pl, fabric)
+    mb, lc = _per_shape(c, n, prec)
     layers = pipeline.stage_layers(n.n_layers, pp)
     host, recomputes = cost.is_host_device(dev), _recompute_share(c)
     single = pp == 1

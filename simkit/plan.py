@@ -402,6 +402,24 @@ def load_plan_located(loc: Located) -> Plan:
                 raw=raw)
 
 
+def read_raw(source: Any, overrides: list[str] | tuple[str, ...] = ()) -> dict:
+    """The plan as written (a path, mapping or Plan), its preset expanded and `overrides` applied, before any
+    validation: what `simkit optimize` re-lays out, whether or not its own layout is valid."""
+    if isinstance(source, Plan):
+        data = copy.deepcopy(source.raw)
+    elif isinstance(source, (str, Path)):
+        data = read_yaml(source).data
+    elif isinstance(source, dict):
+        data = copy.deepcopy(source)
+    else:
+        raise SimkitError(f"cannot load a plan from {type(source).__name__}; give a path or a mapping")
+    if not isinstance(data, dict):
+        raise SimkitError(f"expected a mapping with model, training, hardware; got {type(data).__name__}")
+    loc = Located(data=apply_overrides(data, overrides) if overrides else data)
+    _expand_preset(loc)
+    return loc.data
+
+
 def load_plan(source: Any, overrides: list[str] | tuple[str, ...] = ()) -> Plan:
     """A plan from a path, a mapping, or a Plan (returned as is when there are no overrides)."""
     if isinstance(source, Plan) and not overrides:

@@ -245,7 +245,7 @@ def _search(raw, space, space_plan, usable, has_data, keep, result) -> list[tupl
             n = len(chunk["parallelism.tensor_parallel"])
             if n == 0:
                 continue
-            r = evaluate(variant, Batch(n, numeric=chunk), outputs=KEPT_OUTPUTS)
+            r = evaluate(lambda _, a=assignment: variant(a), Batch(n, numeric=chunk), outputs=KEPT_OUTPUTS)
             result.searched += n
             ok = r["reason"] == ""
             result.valid += int(ok.sum())
@@ -402,15 +402,19 @@ def _why(winner: Candidate, other: Candidate) -> str:
     mine, theirs = _per_token(winner), _per_token(other)
     base = sum(mine.values()) or 1.0
     deltas = sorted(((theirs[k] - mine[k]) / base, k) for k in mine)
-    worse = [f"+{d * 100:.0f} % {k}" for d, k in reversed(deltas) if d > 0.005][:2]
+    worse = [(d, k) for d, k in reversed(deltas) if d > 0.005][:2]
     better = [f"{d * 100:.0f} % {k}" for d, k in deltas if d < -0.005][:1]
-    notes = [n for n in other.prediction.placement if n not in winner.prediction.placement]
-    text = ", ".join(worse) if worse else "no part of the step larger"
-    if notes:
-        text += f" ({notes[0].replace('each ', 'its ', 1)})"
-    if better:
-        text += f", against {better[0]}"
-    return text
+    parts = []
+    for d, k in worse:
+        group = _GROUP_OF.get(k)
+        notes = [n for n in other.prediction.placement if group and group in n and n not in winner.prediction.placement]
+        parts.append(f"+{d * 100:.0f} % {k}" + (f" ({notes[0].replace('each ', 'its ', 1)})" if notes else ""))
+    text = ", ".join(parts) if parts else "no part of the step more"
+    return text + (f", against {better[0]}" if better else "")
+
+
+_GROUP_OF = {_COMM["tensor"]: "tensor-parallel", _COMM["context"]: "context-parallel", _COMM["pipeline"]: "pipeline",
+             _COMM["data"]: "data-parallel"}
 
 
 def explain(result: OptimizeResult) -> str:

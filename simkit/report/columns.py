@@ -45,12 +45,14 @@ def _text(values: np.ndarray):
 
     lookup: dict = {}
     codes = np.fromiter((lookup.setdefault(str(v), len(lookup)) for v in values), dtype=np.int32, count=len(values))
+    missing = np.fromiter((v is None for v in values), dtype=bool, count=len(values))
+    valid = pa.py_buffer(np.packbits(~missing, bitorder="little")) if missing.any() else None
     words = [w.encode() for w in lookup]
     offsets = np.zeros(len(words) + 1, dtype=np.int32)
     np.cumsum([len(w) for w in words], out=offsets[1:])
     distinct = pa.Array.from_buffers(pa.string(), len(words), [None, pa.py_buffer(offsets),
                                                                pa.py_buffer(b"".join(words))])
-    index = pa.Array.from_buffers(pa.int32(), len(codes), [None, pa.py_buffer(codes)])
+    index = pa.Array.from_buffers(pa.int32(), len(codes), [valid, pa.py_buffer(codes)])
     return pa.DictionaryArray.from_arrays(index, distinct).dictionary_decode()
 
 

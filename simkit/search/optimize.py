@@ -206,11 +206,25 @@ def optimize(plan, *, devices: int | None = None, nodes: int | None = None, obje
     result = OptimizeResult(objective, space_plan.n_devices, headroom, usable, _tie_tolerance(base.device), [], None,
                             "", varied_choices=[k for k, v in space.choices.items() if len(v) > 1])
     best = _search(raw, space, space_plan, usable, has_data, max(top, 1) * 4, result)
+    _check_found(result, base)
     result.top = _rank(_load_candidates(raw, best, objective, has_data, usable)[:top], result.tie_tolerance)
     result.as_written, result.as_written_note = _as_written(raw, base, objective, has_data, usable)
     result.explanation = explain(result)
     result.elapsed_s = time.perf_counter() - t0
     return result
+
+
+def _check_found(result: OptimizeResult, base) -> None:
+    """One sentence when nothing can run: no valid layout, or none that fits (with the least it needs)."""
+    where = f"{result.devices} x {base.device.name}"
+    if result.valid == 0:
+        raise SimkitError(f"no valid layout of this model on {where}: no tensor x pipeline x context parallel size "
+                          "divides the devices, heads, layers and sequence with a data-parallel size that divides "
+                          "the global batch (or --fix/--allow exclude them all)")
+    if result.fitting == 0:
+        raise SimkitError(f"no layout fits on {where}: the smallest needs {result.smallest_memory_bytes / 2**30:.1f} GiB "
+                          f"per device, {result.usable_bytes / 2**30:.1f} GiB are usable ({result.headroom * 100:.0f} % "
+                          "headroom kept); add devices, lower --headroom or allow other values")
 
 
 def _plan_for_space(base, n_nodes):

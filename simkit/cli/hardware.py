@@ -6,6 +6,7 @@ import click
 
 from simkit import hardware as hw
 from simkit.core.errors import SimkitError, close_names
+from simkit.report.terminal import render_grid
 
 # (file key, unit, SI -> file-unit divisor) for the scalar facts shown by `show`
 _DEVICE_FACTS = (("memory_gib", "GiB", "memory_bytes", hw.GIB),
@@ -27,17 +28,6 @@ def _short(text: str, width: int = 46) -> str:
     return first if len(first) <= width else first[: width - 3].rstrip() + "..."
 
 
-def _table(headers: list[str], rows: list[list[str]], right: set[int]) -> str:
-    """Aligned plain-text table; columns in `right` are right-aligned (numbers)."""
-    widths = [max(len(str(r[i])) for r in [headers] + rows) for i in range(len(headers))]
-
-    def line(cells: list[str]) -> str:
-        out = [c.rjust(w) if i in right else c.ljust(w) for i, (c, w) in enumerate(zip(cells, widths))]
-        return "  ".join(out).rstrip()
-
-    return "\n".join([line(headers), line(["-" * w for w in widths])] + [line(r) for r in rows])
-
-
 # ----------------------------------------------------------------------------- list
 def _device_rows() -> str:
     headers = ["name", "description", "memory(GiB)", "bandwidth(GB/s)"]
@@ -48,7 +38,7 @@ def _device_rows() -> str:
         peaks = [_num(p / hw.TFLOP if (p := d.peak(t)) else None) for t in hw.DTYPES]
         rows.append([d.name, _short(d.description), _num(d.memory_bytes / hw.GIB),
                      _num(d.memory_bandwidth_bytes_per_s / hw.GB)] + peaks + [_num(d.efficiency("default"), 3)])
-    return _table(headers, rows, right=set(range(2, len(headers))))
+    return render_grid(headers, rows, right=set(range(2, len(headers))))
 
 
 def _interconnect_rows() -> str:
@@ -58,7 +48,7 @@ def _interconnect_rows() -> str:
         i = hw.load_interconnect(name)
         rows.append([i.name, _short(i.description), _num(i.bandwidth_bytes_per_s / hw.GB), _num(i.latency_s * 1e6),
                      _num(i.efficiency, 3)])
-    return _table(headers, rows, right={2, 3, 4})
+    return render_grid(headers, rows, right={2, 3, 4})
 
 
 def _system_rows() -> str:
@@ -68,7 +58,7 @@ def _system_rows() -> str:
         s = hw.load_system(name)
         inter = f"{s.inter_node} x {s.inter_node_links}" if s.inter_node else "-"
         rows.append([s.name, s.device, str(s.devices_per_node), s.intra_node or "-", inter])
-    return _table(headers, rows, right={2})
+    return render_grid(headers, rows, right={2})
 
 
 _LISTERS = {"device": ("Devices (dense peak)", _device_rows),

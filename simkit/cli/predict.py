@@ -142,7 +142,9 @@ def sweep_cmd(plan_file, varies, overrides, output):
         write_atomic(output, df.to_csv(index=False))
         click.echo(f"{len(df):,} combinations ({valid:,} valid) in {elapsed:.2f} s -> {output}")
     else:
-        click.echo(df.to_string(index=False, max_rows=60))
+        from simkit.report.terminal import render_frame
+
+        click.echo(render_frame(df, max_rows=60))
         click.echo(f"{len(df):,} combinations ({valid:,} valid) in {elapsed:.2f} s")
 
 

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import click
 
-from simkit.report import plots, tables
+from simkit.report import plots, tables, terminal
 from simkit.core.errors import SimkitError
 
 _BREAKDOWN_COLUMNS = [("part", "part", tables.plain), ("predicted_s", "predicted", tables.seconds),
@@ -131,7 +131,7 @@ def _live_text(r: dict) -> str:
              f"(IQR {tables.seconds(m['step_time_iqr_s'])}, fastest {tables.seconds(m['step_time_min_s'])}), "
              f"error {tables.percent(r['error'])}"
              + (f"; machine at {r['machine_speed']:.2f}x the profile's speed" if r.get("machine_speed") else ""), "",
-             tables.table(r["breakdown"], _BREAKDOWN_COLUMNS),
+             terminal.render_table(r["breakdown"], _BREAKDOWN_COLUMNS),
              "  (measured backward includes recomputation; communication_total is not part of the step sum)"]
     lines += ["", "notes:"] + [f"  - {n}" for n in r["notes"]]
     return "\n".join(lines)
@@ -156,7 +156,7 @@ def _suite_text(results: list[dict], summary: dict) -> str:
                      "predicted": r["predicted"]["step_time_s"], "measured": r["measured"]["step_time_s"],
                      "iqr": r["measured"]["step_time_iqr_s"], "fastest": r["measured"]["step_time_min_s"],
                      "error": r["error"], "machine": r.get("machine_speed"), "worst_part": _worst_part(r)})
-    lines = [tables.table(rows, _SUITE_COLUMNS), ""]
+    lines = [terminal.render_table(rows, _SUITE_COLUMNS), ""]
     if summary["count"]:
         lines.append(f"{summary['count']} plans measured, {summary['failed']} failed: MAE (mean |error|) "
                      f"{tables.percent(summary['mae'], signed=False)}, median {tables.percent(summary['median_ae'], signed=False)}, "
@@ -169,7 +169,7 @@ def _suite_text(results: list[dict], summary: dict) -> str:
                          f"{tables.percent(sp['adjusted_mean_error'])}")
         lines += ["", "which parts of the step the prediction gets wrong (predicted - measured, as a share of the "
                   "measured step, averaged over plans):",
-                  tables.table(summary["parts"], [("part", "part", tables.plain),
+                  terminal.render_table(summary["parts"], [("part", "part", tables.plain),
                                                   ("mean_error_of_step", "mean", tables.percent),
                                                   ("mean_abs_error_of_step", "mean |.|", lambda x: tables.percent(x, False))],
                                indent="  ")]
@@ -198,13 +198,13 @@ def _published_text(path: str, score: dict) -> str:
     cols = [("source", "source", tables.plain), ("count", "cases", str), ("mape", "MAPE", pct),
             ("median_ape", "median APE", pct), ("max_ape", "max APE", pct), ("mean_error", "mean error", tables.percent)]
     lines = [f"{path}: {len(score['cases'])} cases predicted, {len(score['skipped'])} skipped", "",
-             tables.table(score["sources"], cols), "", "by precision of the matmuls:",
-             tables.table(score["precisions"], [("source", "precision", tables.plain)] + cols[1:], indent="  ")]
+             terminal.render_table(score["sources"], cols), "", "by precision of the matmuls:",
+             terminal.render_table(score["precisions"], [("source", "precision", tables.plain)] + cols[1:], indent="  ")]
     for s in score["sources"]:
         if s["source"] == "all":
             continue
         lines += ["", f"worst cases, {s['source']}:",
-                  tables.table(s["worst"], [("id", "id", tables.plain), ("predicted_step_time_s", "predicted", tables.seconds),
+                  terminal.render_table(s["worst"], [("id", "id", tables.plain), ("predicted_step_time_s", "predicted", tables.seconds),
                                             ("measured_step_time_s", "measured", tables.seconds),
                                             ("error", "error", tables.percent)], indent="  ")]
     if score["skipped"]:

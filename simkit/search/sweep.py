@@ -111,6 +111,9 @@ def _reasons(c: dict[str, np.ndarray], positive: list[str], attention: str = "fu
     flag(c["model.seq_len"] % cp != 0, "context_parallel does not divide seq_len")
     if attention != "fused":
         flag(cp > 1, "context_parallel > 1 needs model.attention: fused")
+    dp = c["parallelism.data_parallel"]
+    flag((dp != np.floor(dp)) | (dp < 1),
+         "tensor_parallel x pipeline_parallel x context_parallel does not divide the devices")
     flag(c["parallelism.data_parallel"] * c["_mp"] != c["_devices"],
          "data_parallel x tensor_parallel x pipeline_parallel x context_parallel != devices")
     accum = c["training.grad_accum_steps"]

@@ -1,5 +1,5 @@
-"""`simkit hardware list|show`: the hardware catalogue as readable tables, and one entry with every
-value, its unit and its source."""
+"""`simkit hardware list|show|plot`: the hardware catalogue as readable tables, one entry with every
+value, its unit and its source, and a picture of what a calibrated profile measured."""
 from __future__ import annotations
 
 import click
@@ -150,7 +150,7 @@ def _find(name: str) -> list[str]:
 # ----------------------------------------------------------------------------- commands
 @click.group("hardware")
 def hardware_cmd() -> None:
-    """List and show the hardware catalogue."""
+    """List and show the hardware catalogue; plot what a calibrated profile measured."""
 
 
 @hardware_cmd.command("list")
@@ -170,3 +170,45 @@ def list_cmd(kind: str | None) -> None:
 def show_cmd(name: str) -> None:
     """Every value of NAME (a catalogue entry, or a calibrated profile path) with its unit and source."""
     click.echo("\n".join(_find(name)))
+
+
+@hardware_cmd.command("plot")
+@click.argument("profile", type=click.Path(dir_okay=False))
+@click.option("--reference", default=None, metavar="DEVICE",
+              help="Catalogue device whose datasheet peaks to draw [default: the catalogue entry matching a GPU "
+                   "profile's device name; none for CPU profiles, whose catalogue entry is a placeholder].")
+@click.option("--output", "-o", type=click.Path(dir_okay=False), default=None,
+              help="Image to write, .png or .svg [default: <profile>-hardware.png].")
+def plot_cmd(profile: str, reference: str | None, output: str | None) -> None:
+    """What `simkit calibrate` measured in PROFILE: matmul throughput against GEMM size per dtype, memory
+    bandwidth against working set, collective bus bandwidth against message size, each against the
+    profile's and the reference device's peaks."""
+    from pathlib import Path
+
+    from simkit.report import figures
+    from simkit.report.plot_hardware import hardware_figure
+
+    path = figures.check_output(output or f"{Path(profile).stem}-hardware.png")
+    device = hw.load_device(profile)
+    if device.calibration is None:
+        raise SimkitError(f"{profile} is not a calibrated profile (no calibration section); write one with "
+                          "`simkit calibrate --output FILE`", file=profile)
+    ref = hw.load_device(reference) if reference else _matching_catalogue_device(device)
+    figures.save_figure(hardware_figure(device, ref), path)
+    cal = device.calibration
+    drawn = [f"matmul {', '.join(cal.matmul)}", f"bandwidth {', '.join(p for p, pts in cal.memory_bandwidth.items() if pts)}"]
+    fits = list(cal.collectives) + [f"{k} across nodes" for k in cal.collectives_inter]
+    drawn.append(f"collectives {', '.join(fits)}" if fits else "no collectives (calibrate --comm measures them)")
+    click.echo(f"wrote {path}: {'; '.join(drawn)}")
+    click.echo(f"reference peaks: {ref.name} datasheet" if ref else "reference peaks: none (give --reference DEVICE)")
+
+
+def _matching_catalogue_device(device: hw.Device) -> hw.Device | None:
+    """The catalogue GPU a CUDA profile was measured on (by its device name); None for CPUs and unknown GPUs."""
+    from simkit.measure.calibrate import match_catalogue
+
+    cal = device.calibration
+    if (cal.raw.get("settings") or {}).get("device") != "cuda":
+        return None
+    name = match_catalogue(str(cal.environment.get("device_name", "")), hw.catalogue_names("device"))
+    return hw.load_device(name) if name else None

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import click
 
-from simkit.report import plots, tables, terminal
+from simkit.report import figures, plots, tables, terminal
 from simkit.core.errors import SimkitError
 
 _BREAKDOWN_COLUMNS = [("part", "part", tables.plain), ("predicted_s", "predicted", tables.seconds),
@@ -41,12 +41,15 @@ _SUITE_COLUMNS = [("name", "plan", tables.plain), ("shape", "dp x mb x ga, preci
 @click.option("--flush-denormal/--no-flush-denormal", default=True, show_default=True,
               help="Flush subnormal floats to zero on CPU (random-token training produces many; x86 handles "
               "them on a slow path).")
-@click.option("--plot", type=click.Path(dir_okay=False), help="Write a predicted-vs-measured scatter (PNG).")
+@click.option("--plot", type=click.Path(dir_okay=False),
+              help="Write a predicted-vs-measured scatter (PNG or SVG, by the file's extension).")
 @click.option("--json", "as_json", is_flag=True, help="Print the results as JSON.")
 def validate_cmd(plan, suite, published, steps, warmup, profiles, record, overrides, threads, device, no_scale_down,
                  max_step_s, flush_denormal, plot, as_json):
     """Compare predicted and measured step time: train PLAN (or every plan of --suite) here for real,
     or score the cases of published-cases files (--published FILE [FILE ...])."""
+    if plot:
+        figures.check_output(plot)   # before minutes of measuring, not after
     if published:
         published, plan = tuple(published) + tuple(plan), ()
     if len(plan) > 1:
@@ -184,9 +187,7 @@ def _published(paths: list[str], plot: str | None, as_json: bool) -> None:
     score = v.score_published(v.load_published_files(paths))
     names = ", ".join(Path(p).name for p in paths)
     if plot:
-        points = [{"measured": c["measured_step_time_s"], "predicted": c["predicted_step_time_s"], "group": c["source"]}
-                  for c in score["cases"]]
-        plots.predicted_vs_measured_plot(points, plot, title=f"simkit vs published: {names}")
+        plots.predicted_vs_measured_plot(plots.published_points(score), plot, title=f"simkit vs published: {names}")
     if as_json:
         click.echo(json.dumps(score, indent=2))
         return

@@ -19,6 +19,7 @@ _COMMANDS = {
     "validate": ("simkit.cli.validate", "validate_cmd", "Compare predictions with real training runs or published data."),
     "history": ("simkit.cli.history", "history_cmd", "Calibration history: list, show, compare, check, plot."),
     "plot": ("simkit.cli.plot", "plot_cmd", "Draw step breakdown, memory, scaling or accuracy as PNG/SVG."),
+    "report": ("simkit.cli.report", "report_cmd", "Write one self-contained HTML page about a plan."),
 }
 
 

@@ -56,7 +56,10 @@ def breakdown_cmd(plan_file, varies, top, overrides, output):
     if varies:
         from simkit.search.sweep import parse_vary, run_sweep
 
-        frame = run_sweep(plan_file, list(varies), tuple(overrides))
+        from simkit.cli.progress import SWEEP_BAR_DELAY_S, bar, sweep_callback
+
+        with bar(0, "combinations", "predicting", delay_s=SWEEP_BAR_DELAY_S) as progress:
+            frame = run_sweep(plan_file, list(varies), tuple(overrides), progress=sweep_callback(progress))
         keys = [parse_vary(v)[0] for v in varies]
         items = plot_step.sweep_items(frame, keys, top=top)
         if not items:

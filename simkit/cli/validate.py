@@ -3,10 +3,12 @@ plans) or against a file of published measurements."""
 from __future__ import annotations
 
 import json
+from contextlib import nullcontext
 from pathlib import Path
 
 import click
 
+from simkit.cli import progress
 from simkit.report import figures, plots, tables, terminal
 from simkit.core.errors import SimkitError
 
@@ -68,23 +70,28 @@ def validate_cmd(plan, suite, published, steps, warmup, profiles, record, overri
     options = dict(steps=steps, warmup=warmup, threads=threads, device=device, scale_down=not no_scale_down,
                    max_step_s=max_step_s, flush_denormal=flush_denormal)
     results = []
-    for i, path in enumerate(paths, 1):
-        if suite:
-            click.echo(f"[{i}/{len(paths)}] {path}", err=True)
-        try:
-            result = _live_one(path, profiles, overrides, options)
-        except SimkitError as exc:
-            if not suite:
-                raise
-            result = {"plan_file": str(path), "failure": str(exc)}
-            click.echo(f"  failed: {exc}", err=True)
-        else:
-            if record:
-                with open(record, "a", encoding="utf-8") as fh:
-                    fh.write(v.record_line(result) + "\n")
-            if not as_json and not suite:
-                click.echo(_live_text(result))
-        results.append(result)
+    with progress.bar(len(paths), "plans") if suite else nullcontext() as bar:
+        for i, path in enumerate(paths, 1):
+            if bar is not None:       # a terminal: one bar saying which plan, how many done, time left
+                bar.set_description_str(f"measuring {path.name}")
+            elif suite:
+                click.echo(f"[{i}/{len(paths)}] {path}", err=True)
+            try:
+                result = _live_one(path, profiles, overrides, options)
+            except SimkitError as exc:
+                if not suite:
+                    raise
+                result = {"plan_file": str(path), "failure": str(exc)}
+                progress.echo(bar, f"  failed: {exc}")
+            else:
+                if record:
+                    with open(record, "a", encoding="utf-8") as fh:
+                        fh.write(v.record_line(result) + "\n")
+                if not as_json and not suite:
+                    click.echo(_live_text(result))
+            results.append(result)
+            if bar is not None:
+                bar.update(1)
     if plot:
         points = [{"measured": r["measured"]["step_time_s"], "predicted": r["predicted"]["step_time_s"],
                    "group": Path(r["plan_file"]).stem} for r in results if "error" in r]

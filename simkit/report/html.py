@@ -98,8 +98,8 @@ def _prediction(r: ReportInputs) -> str:
 
 def _breakdown(r: ReportInputs) -> str:
     p, step = r.prediction, r.prediction.step_time_s
-    rows = [[k.replace("_", " "), _num(p.breakdown_s[k], "s"), f"{100 * p.breakdown_s[k] / step:.1f} %" if step else "-"]
-            for k in step_parts()]
+    parts = {k: p.breakdown_s.get(k, 0.0) for k in step_parts()}
+    rows = [[k.replace("_", " "), _num(v, "s"), f"{100 * v / step:.1f} %" if step else "-"] for k, v in parts.items()]
     rows.append(["communication total (incl. hidden)", _num(p.breakdown_s.get("communication_total", 0.0), "s"), ""])
     comm = [[kind, _num(t["exposed"], "s"), _num(t["total"], "s")] for kind, t in p.communication_s.items()
             if t["total"] > 0]

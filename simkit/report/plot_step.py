@@ -27,10 +27,11 @@ def breakdown_figure(items: Labelled, *, title: str = ""):
     Parts that are zero in every item are left out of the bars and the legend."""
     if not items:
         raise ValueError("breakdown_figure needs at least one labelled breakdown")
-    parts = [p for p in step_parts() if any(float(b.get(p, 0.0) or 0.0) > 0 for _, b in items)]
-    totals = [sum(float(b.get(p, 0.0) or 0.0) for p in parts) for _, b in items]
+    seconds = [{p: float(b.get(p) or 0.0) for p in step_parts()} for _, b in items]
+    parts = [p for p in step_parts() if any(s[p] > 0 for s in seconds)]
+    totals = [sum(s[p] for p in parts) for s in seconds]
     scale, unit = figures.time_unit(max(totals))
-    values = [[float(b.get(p, 0.0) or 0.0) * scale for p in parts] for _, b in items]
+    values = [[s[p] * scale for p in parts] for s in seconds]
     fig, (ax,) = figures.new_figure(9, 2.0 + 0.42 * len(items))
     _stack(ax, [label for label, _ in items], parts, values, figures.PART_COLORS)
     for y, total in enumerate(totals):
@@ -51,7 +52,7 @@ def memory_figure(items: Labelled, capacity_bytes: float, *, title: str = ""):
         raise ValueError("memory_figure needs at least one labelled memory breakdown")
     kinds = list(dict.fromkeys(k for _, m in items for k in m))
     gib = 2.0**30
-    values = [[float(m.get(k, 0.0) or 0.0) / gib for k in kinds] for _, m in items]
+    values = [[float(m.get(k) or 0.0) / gib for k in kinds] for _, m in items]
     totals = [sum(v) for v in values]
     cap = capacity_bytes / gib
     fig, (ax,) = figures.new_figure(9, 2.0 + 0.42 * len(items))

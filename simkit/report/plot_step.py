@@ -117,8 +117,8 @@ def sweep_items(frame, keys: Sequence[str], *, top: int | None = None) -> list[t
 
 
 def key_legend(keys: Sequence[str]) -> str:
-    """'mb = training.micro_batch_size, tp = parallelism.tensor_parallel' for the abbreviations used."""
-    return ", ".join(f"{SHORT_KEYS[k]} = {k}" for k in keys if k in SHORT_KEYS)
+    """'mb = micro_batch_size, tp = tensor_parallel' for the abbreviations used."""
+    return ", ".join(f"{SHORT_KEYS[k]} = {k.split('.')[-1]}" for k in keys if k in SHORT_KEYS)
 
 
 def _value(value) -> str:

@@ -7,6 +7,7 @@ import re
 from pathlib import Path
 
 from simkit.cli import cli
+from simkit.core.units import human_duration
 from simkit.model.step import predict
 from simkit.model.uncertainty import known_errors
 from simkit.plan import load_plan
@@ -38,8 +39,10 @@ def test_report_is_self_contained_and_holds_every_part(runner, tmp_path):
     # nothing fetched from elsewhere: no URL in any src or href, no script, no external style sheet
     assert not re.search(r'(src|href)="(?!data:image/png;base64,|#)', page)
     assert "<script" not in page and "<link" not in page
-    assert "16.51 s" in page and "likely 15.03 s to 18.30 s" in page                  # the interval
-    assert f"{pred.tokens_per_s:,.0f} tokens/s" in page and "45.1 %" in page
+    low, high = pred.step_time_interval_s
+    assert human_duration(pred.step_time_s) in page
+    assert f"likely {human_duration(low)} to {human_duration(high)}" in page          # the interval
+    assert f"{pred.tokens_per_s:,.0f} tokens/s" in page and f"{100 * pred.mfu:.1f} %" in page
     for heading in ("Prediction", "Where the step time goes", "Memory per device", "Scaling over node counts",
                     "Hardware", "How accurate is this?", "The plan", "Reproduce"):
         assert f">{heading}</h2>" in page

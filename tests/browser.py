@@ -131,16 +131,18 @@ class Chromium:
                 return reply.get("result", {})
             self.events.append(reply)
 
-    def wait_for(self, method: str) -> dict:
+    def wait_for(self, method: str, **params) -> dict:
+        """The first event `method` (since the last reset of `events`) whose params include `params`."""
         deadline = time.monotonic() + self.timeout_s
         seen = 0
         while time.monotonic() < deadline:
             for event in self.events[seen:]:
-                if event.get("method") == method:
+                if event.get("method") == method and all(event.get("params", {}).get(k) == v
+                                                          for k, v in params.items()):
                     return event
             seen = len(self.events)
             self.events.append(json.loads(self.ws.recv()))
-        raise TimeoutError(f"no {method} within {self.timeout_s:.0f} s")
+        raise TimeoutError(f"no {method} {params} within {self.timeout_s:.0f} s")
 
     def check(self, url: str, width: int = 1200, height: int = 1600) -> PageCheck:
         """Load `url` in a new tab until its load event; screenshot the first `width` x `height` pixels."""
@@ -150,12 +152,16 @@ class Chromium:
             self.call(f"{domain}.enable", session=session)
         self.call("Emulation.setDeviceMetricsOverride", {"width": width, "height": height, "deviceScaleFactor": 1,
                                                          "mobile": False}, session=session)
+        self.call("Page.setLifecycleEventsEnabled", {"enabled": True}, session=session)
         self.events = []
-        self.call("Page.navigate", {"url": url}, session=session)
-        self.wait_for("Page.loadEventFired")
+        loader = self.call("Page.navigate", {"url": url}, session=session)["loaderId"]
+        # the load event of this navigation (not a late one of the tab's about:blank): images are done
+        self.wait_for("Page.lifecycleEvent", name="load", loaderId=loader)
         images = self.call("Runtime.evaluate", {"returnByValue": True, "expression": (
-            "Array.from(document.images).map(i => ({src: i.currentSrc.slice(0, 60), complete: i.complete,"
+            "Array.from(document.images).map(i => ({src: i.currentSrc, complete: i.complete,"
             " width: i.naturalWidth}))")}, session=session)["result"]["value"]
+        for image in images:
+            image["src"] = _short(image["src"])
         shot = self.call("Page.captureScreenshot", {"format": "png"}, session=session)
         self.call("Target.closeTarget", {"targetId": target})
         page = PageCheck(base64.b64decode(shot["data"]), images=images)
@@ -167,17 +173,17 @@ class Chromium:
         for event in self.events:
             method, p = event.get("method"), event.get("params", {})
             if method == "Network.requestWillBeSent":
-                urls[p["requestId"]] = p["request"]["url"][:80]
-                page.requests.append(p["request"]["url"][:80])
+                urls[p["requestId"]] = _short(p["request"]["url"])
+                page.requests.append(urls[p["requestId"]])
             elif method == "Network.loadingFailed":
                 page.failed.append(f"{urls.get(p['requestId'], '?')}: {p.get('errorText')}")
             elif method == "Network.responseReceived" and p["response"].get("status", 200) >= 400:
-                page.failed.append(f"{p['response']['url'][:80]}: HTTP {p['response']['status']}")
+                page.failed.append(f"{_short(p['response']['url'])}: HTTP {p['response']['status']}")
             elif method == "Log.entryAdded" and p["entry"]["level"] == "error":
                 page.failed.append(f"console: {p['entry']['text']}")
             elif method == "Runtime.exceptionThrown":
                 page.failed.append(f"script: {p['exceptionDetails'].get('text')}")
-        page.failed += [f"image {i['src']}... did not load" for i in page.images if not i["complete"] or not i["width"]]
+        page.failed += [f"image {i['src']} did not load" for i in page.images if not i["complete"] or not i["width"]]
 
     def __enter__(self) -> Chromium:
         return self
@@ -192,6 +198,11 @@ class Chromium:
         except subprocess.TimeoutExpired:
             self.proc.kill()
             self.proc.wait()
+
+
+def _short(url: str) -> str:
+    """URLs as they are, except data: URLs (whole images) cut to their first 60 characters."""
+    return url[:60] + "..." if url.startswith("data:") and len(url) > 60 else url
 
 
 def blank(png: bytes) -> tuple[bool, float, float]:

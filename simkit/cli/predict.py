@@ -164,15 +164,20 @@ def sweep_cmd(plan_file, varies, overrides, output):
     from simkit.search.sweep import run_sweep
     from simkit.core.yamlio import write_atomic
 
+    from simkit.cli.progress import SWEEP_BAR_DELAY_S, bar, sweep_callback
+
     t0 = time.perf_counter()
-    df = run_sweep(plan_file, list(varies), tuple(overrides))
+    with bar(0, "combinations", "predicting", delay_s=SWEEP_BAR_DELAY_S) as progress:
+        df = run_sweep(plan_file, list(varies), tuple(overrides), progress=sweep_callback(progress))
     elapsed = time.perf_counter() - t0
     valid = int((df["reason"] == "").sum())
     if output:
         write_atomic(output, df.to_csv(index=False))
         click.echo(f"{len(df):,} combinations ({valid:,} valid) in {elapsed:.2f} s -> {output}")
     else:
-        click.echo(df.to_string(index=False, max_rows=60))
+        from simkit.report.terminal import render_frame
+
+        click.echo(render_frame(df, max_rows=60))
         click.echo(f"{len(df):,} combinations ({valid:,} valid) in {elapsed:.2f} s")
 
 

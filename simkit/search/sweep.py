@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import itertools
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 
@@ -25,6 +25,7 @@ NUMERIC_KEYS = {
     "parallelism.virtual_pipeline_stages", "parallelism.context_parallel", "hardware.devices_per_node",
     "hardware.nodes", "hardware.inter_node_links", "data.tokens", "data.samples", "data.epochs",
 }
+CHUNK_ROWS = 50_000   # rows per vectorized call: bounds memory and lets big sweeps report progress
 OUTPUT_KEYS = ("step_time_s", "samples_per_s", "tokens_per_s", "iterations_per_epoch", "epoch_time_s",
                "total_time_s", "mfu", "memory_per_device_bytes", "fits_in_memory") + BREAKDOWN_KEYS
 
@@ -111,6 +112,9 @@ def _reasons(c: dict[str, np.ndarray], positive: list[str], attention: str = "fu
     flag(c["model.seq_len"] % cp != 0, "context_parallel does not divide seq_len")
     if attention != "fused":
         flag(cp > 1, "context_parallel > 1 needs model.attention: fused")
+    dp = c["parallelism.data_parallel"]
+    flag((dp != np.floor(dp)) | (dp < 1),
+         "tensor_parallel x pipeline_parallel x context_parallel does not divide the devices")
     flag(c["parallelism.data_parallel"] * c["_mp"] != c["_devices"],
          "data_parallel x tensor_parallel x pipeline_parallel x context_parallel != devices")
     accum = c["training.grad_accum_steps"]
@@ -121,8 +125,13 @@ def _reasons(c: dict[str, np.ndarray], positive: list[str], attention: str = "fu
     return reason
 
 
-def run_sweep(source, varies: list[str], overrides: tuple[str, ...] = ()):
-    """Evaluate every combination; returns a pandas DataFrame (varied keys, outputs, reason)."""
+def run_sweep(source, varies: list[str], overrides: tuple[str, ...] = (),
+              progress: Callable[[int, int, str], None] | None = None):
+    """Evaluate every combination; returns a pandas DataFrame (varied keys, outputs, reason).
+
+    `progress(rows_done, rows_total, what)` is called after each evaluated block of rows (groups of
+    non-numeric values, cut into blocks of at most CHUNK_ROWS), `what` naming the group's values
+    ('precision=bf16, zero_stage=1')."""
     import pandas as pd
 
     parsed = [parse_vary(v) for v in varies]
@@ -131,11 +140,16 @@ def run_sweep(source, varies: list[str], overrides: tuple[str, ...] = ()):
         raise SimkitError("--vary: each key may be varied once")
     combos = pd.DataFrame(list(itertools.product(*[vals for _, vals in parsed])), columns=keys)
     cat_keys = [k for k in keys if k not in NUMERIC_KEYS]
-    frames = []
+    frames, done = [], 0
     groups = combos.groupby(cat_keys, sort=False, dropna=False) if cat_keys else [((), combos)]
     for values, group in groups:
         values = values if isinstance(values, tuple) else (values,)
-        frames.append(_evaluate_group(source, overrides, dict(zip(cat_keys, values)), group, keys))
+        categorical = dict(zip(cat_keys, values))
+        for start in range(0, len(group), CHUNK_ROWS):
+            frames.append(_evaluate_group(source, overrides, categorical, group.iloc[start:start + CHUNK_ROWS], keys))
+            done += len(frames[-1])
+            if progress is not None:
+                progress(done, len(combos), ", ".join(f"{k.split('.')[-1]}={v}" for k, v in categorical.items()))
     out = pd.concat(frames).sort_index()
     return out
 

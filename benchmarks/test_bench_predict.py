@@ -31,7 +31,8 @@ PARALLEL_SWEEP = [
     "parallelism.tensor_parallel=1,2,4,8", "parallelism.pipeline_parallel=1,2,4,8", "parallelism.context_parallel=1,2,4",
     "parallelism.virtual_pipeline_stages=1,2,5", "training.micro_batch_size=1,2,4", "hardware.nodes=8,16,32,64",
     "training.global_batch_size=256,512,1024",
-]   # 5,184 layouts of Llama 3 70B, 4,278 valid: the parallel keys stay vectorized
+]   # 5,184 layouts of Llama 3 70B, 4,143 valid: the parallel keys stay vectorized (135 layouts need more
+#     tensor x pipeline x context ranks than there are devices, e.g. 8 x 8 x 4 on 64 GPUs: invalid)
 
 
 @pytest.mark.parametrize("name", PLANS)
@@ -65,6 +66,6 @@ def test_predict_cold_start(benchmark):
 def test_sweep_parallel_layouts(benchmark):
     df = benchmark.pedantic(run_sweep, args=(ROOT / "examples" / "llama3-70b-64xh100.yml", PARALLEL_SWEEP),
                             rounds=3, iterations=1)
-    assert len(df) == 5184 and int((df["reason"] == "").sum()) == 4278
+    assert len(df) == 5184 and int((df["reason"] == "").sum()) == 4143
     if benchmark.stats is not None:
         benchmark.extra_info["configurations_per_s"] = len(df) / benchmark.stats.stats.median

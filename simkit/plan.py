@@ -383,6 +383,12 @@ def _check_precision(loc: Located, s: PlanSpec, device: hw.Device) -> None:
         have = ", ".join(device.peak_flop_per_s)
         raise loc.error(("training", "precision"),
                         f"{dtype!r} is not supported by device {device.name!r}; allowed: {have}")
+    # TransformerEngine's MXFP8 recipe scales 1x32 blocks in hardware, which only Blackwell tensor cores do
+    # (TE docs, "Using FP8 with Transformer Engine": MXFP8 requires compute capability 10.0 or newer).
+    if dtype == "fp8" and s.training.fp8_recipe == "mxfp8" and device.architecture not in (None, "blackwell"):
+        raise loc.error(("training", "fp8_recipe"),
+                        f"'mxfp8' needs Blackwell tensor cores; device {device.name!r} is {device.architecture}; "
+                        "allowed here: delayed | current | blockwise")
 
 
 def load_plan_located(loc: Located) -> Plan:

@@ -15,10 +15,12 @@ _COMMANDS = {
     "sweep": ("simkit.cli.predict", "sweep_cmd", "Predict every combination of varied plan keys into a CSV."),
     "optimize": ("simkit.cli.optimize", "optimize_cmd", "The fastest (or cheapest) valid layout of a plan on given hardware."),
     "estimate": ("simkit.cli.predict", "estimate_cmd", "Quick 6*N*D compute estimate of a training run."),
-    "hardware": ("simkit.cli.hardware", "hardware_cmd", "List and show the hardware catalogue."),
+    "hardware": ("simkit.cli.hardware", "hardware_cmd", "List and show the catalogue; plot a calibrated profile."),
     "calibrate": ("simkit.cli.calibrate", "calibrate_cmd", "Measure this machine and write a calibrated profile."),
     "validate": ("simkit.cli.validate", "validate_cmd", "Compare predictions with real training runs or published data."),
     "history": ("simkit.cli.history", "history_cmd", "Calibration history: list, show, compare, check, plot."),
+    "plot": ("simkit.cli.plot", "plot_cmd", "Draw step breakdown, memory, scaling or accuracy as PNG/SVG."),
+    "report": ("simkit.cli.report", "report_cmd", "Write one self-contained HTML page about a plan."),
 }
 
 

@@ -1,11 +1,12 @@
-"""`simkit hardware list|show`: the hardware catalogue as readable tables, and one entry with every
-value, its unit and its source."""
+"""`simkit hardware list|show|plot`: the hardware catalogue as readable tables, one entry with every
+value, its unit and its source, and a picture of what a calibrated profile measured."""
 from __future__ import annotations
 
 import click
 
 from simkit import hardware as hw
 from simkit.core.errors import SimkitError, close_names
+from simkit.report.terminal import render_grid
 
 # (file key, unit, SI -> file-unit divisor) for the scalar facts shown by `show`
 _DEVICE_FACTS = (("memory_gib", "GiB", "memory_bytes", hw.GIB),
@@ -27,17 +28,6 @@ def _short(text: str, width: int = 46) -> str:
     return first if len(first) <= width else first[: width - 3].rstrip() + "..."
 
 
-def _table(headers: list[str], rows: list[list[str]], right: set[int]) -> str:
-    """Aligned plain-text table; columns in `right` are right-aligned (numbers)."""
-    widths = [max(len(str(r[i])) for r in [headers] + rows) for i in range(len(headers))]
-
-    def line(cells: list[str]) -> str:
-        out = [c.rjust(w) if i in right else c.ljust(w) for i, (c, w) in enumerate(zip(cells, widths))]
-        return "  ".join(out).rstrip()
-
-    return "\n".join([line(headers), line(["-" * w for w in widths])] + [line(r) for r in rows])
-
-
 # ----------------------------------------------------------------------------- list
 def _device_rows() -> str:
     headers = ["name", "description", "memory(GiB)", "bandwidth(GB/s)"]
@@ -48,7 +38,7 @@ def _device_rows() -> str:
         peaks = [_num(p / hw.TFLOP if (p := d.peak(t)) else None) for t in hw.DTYPES]
         rows.append([d.name, _short(d.description), _num(d.memory_bytes / hw.GIB),
                      _num(d.memory_bandwidth_bytes_per_s / hw.GB)] + peaks + [_num(d.efficiency("default"), 3)])
-    return _table(headers, rows, right=set(range(2, len(headers))))
+    return render_grid(headers, rows, right=set(range(2, len(headers))))
 
 
 def _interconnect_rows() -> str:
@@ -58,7 +48,7 @@ def _interconnect_rows() -> str:
         i = hw.load_interconnect(name)
         rows.append([i.name, _short(i.description), _num(i.bandwidth_bytes_per_s / hw.GB), _num(i.latency_s * 1e6),
                      _num(i.efficiency, 3)])
-    return _table(headers, rows, right={2, 3, 4})
+    return render_grid(headers, rows, right={2, 3, 4})
 
 
 def _system_rows() -> str:
@@ -68,7 +58,7 @@ def _system_rows() -> str:
         s = hw.load_system(name)
         inter = f"{s.inter_node} x {s.inter_node_links}" if s.inter_node else "-"
         rows.append([s.name, s.device, str(s.devices_per_node), s.intra_node or "-", inter])
-    return _table(headers, rows, right={2})
+    return render_grid(headers, rows, right={2})
 
 
 _LISTERS = {"device": ("Devices (dense peak)", _device_rows),
@@ -160,7 +150,7 @@ def _find(name: str) -> list[str]:
 # ----------------------------------------------------------------------------- commands
 @click.group("hardware")
 def hardware_cmd() -> None:
-    """List and show the hardware catalogue."""
+    """List and show the hardware catalogue; plot what a calibrated profile measured."""
 
 
 @hardware_cmd.command("list")
@@ -180,3 +170,45 @@ def list_cmd(kind: str | None) -> None:
 def show_cmd(name: str) -> None:
     """Every value of NAME (a catalogue entry, or a calibrated profile path) with its unit and source."""
     click.echo("\n".join(_find(name)))
+
+
+@hardware_cmd.command("plot")
+@click.argument("profile", type=click.Path(dir_okay=False))
+@click.option("--reference", default=None, metavar="DEVICE",
+              help="Catalogue device whose datasheet peaks to draw [default: the catalogue entry matching a GPU "
+                   "profile's device name; none for CPU profiles, whose catalogue entry is a placeholder].")
+@click.option("--output", "-o", type=click.Path(dir_okay=False), default=None,
+              help="Image to write, .png or .svg [default: <profile>-hardware.png].")
+def plot_cmd(profile: str, reference: str | None, output: str | None) -> None:
+    """What `simkit calibrate` measured in PROFILE: matmul throughput against GEMM size per dtype, memory
+    bandwidth against working set, collective bus bandwidth against message size, each against the
+    profile's and the reference device's peaks."""
+    from pathlib import Path
+
+    from simkit.report import figures
+    from simkit.report.plot_hardware import hardware_figure
+
+    path = figures.check_output(output or f"{Path(profile).stem}-hardware.png")
+    device = hw.load_device(profile)
+    if device.calibration is None:
+        raise SimkitError(f"{profile} is not a calibrated profile (no calibration section); write one with "
+                          "`simkit calibrate --output FILE`", file=profile)
+    ref = hw.load_device(reference) if reference else _matching_catalogue_device(device)
+    figures.save_figure(hardware_figure(device, ref), path)
+    cal = device.calibration
+    drawn = [f"matmul {', '.join(cal.matmul)}", f"bandwidth {', '.join(p for p, pts in cal.memory_bandwidth.items() if pts)}"]
+    fits = list(cal.collectives) + [f"{k} across nodes" for k in cal.collectives_inter]
+    drawn.append(f"collectives {', '.join(fits)}" if fits else "no collectives (calibrate --comm measures them)")
+    click.echo(f"wrote {path}: {'; '.join(drawn)}")
+    click.echo(f"reference peaks: {ref.name} datasheet" if ref else "reference peaks: none (give --reference DEVICE)")
+
+
+def _matching_catalogue_device(device: hw.Device) -> hw.Device | None:
+    """The catalogue GPU a CUDA profile was measured on (by its device name); None for CPUs and unknown GPUs."""
+    from simkit.measure.calibrate import match_catalogue
+
+    cal = device.calibration
+    if (cal.raw.get("settings") or {}).get("device") != "cuda":
+        return None
+    name = match_catalogue(str(cal.environment.get("device_name", "")), hw.catalogue_names("device"))
+    return hw.load_device(name) if name else None

@@ -6,6 +6,7 @@ import re
 import click
 
 from simkit.core.errors import SimkitError, close_names
+from simkit.report.terminal import render_grid
 
 _HISTORY_HELP = ("History JSONL file. Default: $SIMKIT_HISTORY, else "
                  "$XDG_DATA_HOME/simkit/history.jsonl (~/.local/share/simkit/history.jsonl).")
@@ -36,16 +37,6 @@ def _load(history_file):
 
 
 # ------------------------------------------------------------------------------------ formatting
-def _table(headers: list[str], rows: list[list[str]], right: set[int] = frozenset()) -> str:
-    """Columns padded to their widest cell; columns in `right` are right-aligned (numbers)."""
-    widths = [max(len(str(c)) for c in col) for col in zip(headers, *rows)]
-
-    def line(cells):
-        return "  ".join(str(c).rjust(w) if i in right else str(c).ljust(w)
-                         for i, (c, w) in enumerate(zip(cells, widths))).rstrip()
-    return "\n".join([line(headers), line(["-" * w for w in widths])] + [line(r) for r in rows])
-
-
 def _value(value: float, unit: str, like: float | None = None) -> str:
     """`value` of SI `unit` with a readable prefix, e.g. '215.3 GFLOP/s' (scaled like `like`)."""
     from simkit.track.history import display_scale
@@ -87,7 +78,7 @@ def _comparison_rows(results) -> tuple[list[list[str]], list[str]]:
 
 def _echo_comparison(results, only_old, only_new, old_label="old", new_label="new") -> None:
     rows, notes = _comparison_rows(results)
-    click.echo(_table(["benchmark", old_label, new_label, "change", "p", "verdict"], rows, {1, 2, 3, 4}))
+    click.echo(render_grid(["benchmark", old_label, new_label, "change", "p", "verdict"], rows, {1, 2, 3, 4}))
     for i, note in enumerate(notes, start=1):
         click.echo(f"  [{i}] {note}")
     if only_old:
@@ -116,7 +107,7 @@ def list_cmd(history_file) -> None:
     rows = [[r["id"], _when(r), str((r.get("fingerprint") or {}).get("host") or "?"),
              str((r.get("fingerprint") or {}).get("device_name") or "?"), str(len(r["benchmarks"])),
              r.get("git_revision") or "-"] for r in records]
-    click.echo(_table(["id", "time (UTC)", "host", "device", "benchmarks", "git"], rows, {4}))
+    click.echo(render_grid(["id", "time (UTC)", "host", "device", "benchmarks", "git"], rows, {4}))
     click.echo(f"{len(records)} record(s) in {path}")
 
 
@@ -147,7 +138,7 @@ def show_cmd(record_ref, history_file) -> None:
         noisy += bool(flag)
         rows.append([name, _value(median, unit), _value(iqr, unit, median), f"{100 * spread:.1f}%{flag}",
                      str(len(spec["samples"])), "higher" if spec.get("higher_is_better", True) else "lower"])
-    click.echo(_table(["benchmark", "median", "IQR", "IQR/median", "n", "better"], rows, {1, 2, 3, 4}))
+    click.echo(render_grid(["benchmark", "median", "IQR", "IQR/median", "n", "better"], rows, {1, 2, 3, 4}))
     if noisy:
         click.echo(f"! {noisy} benchmark(s) with IQR above {100 * _NOISY_IQR:g}% of the median: "
                    "noisy, compare them with care")

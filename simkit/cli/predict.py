@@ -162,10 +162,14 @@ def sweep_cmd(plan_file, varies, overrides, output):
     """Predict every combination of the varied keys of PLAN_FILE (vectorized); invalid rows get a reason."""
     import time
 
+    import numpy as np
+
+    from simkit.cli.progress import SWEEP_BAR_DELAY_S, bar, sweep_callback
     from simkit.search.sweep import sweep_columns
 
     t0 = time.perf_counter()
-    columns = sweep_columns(plan_file, list(varies), tuple(overrides))
+    with bar(0, "combinations", "predicting", delay_s=SWEEP_BAR_DELAY_S) as progress:
+        columns = sweep_columns(plan_file, list(varies), tuple(overrides), progress=sweep_callback(progress))
     elapsed = time.perf_counter() - t0
     rows, valid = len(columns["reason"]), int((columns["reason"] == "").sum())
     if output:
@@ -176,7 +180,11 @@ def sweep_cmd(plan_file, varies, overrides, output):
     else:
         import pandas as pd
 
-        click.echo(pd.DataFrame(columns).to_string(index=False, max_rows=60))
+        from simkit.report.terminal import render_frame
+
+        fits = columns["fits_in_memory"]
+        columns["fits_in_memory"] = np.where(np.ma.getmaskarray(fits), None, np.ma.getdata(fits)).astype(object)
+        click.echo(render_frame(pd.DataFrame(columns), max_rows=60))
         click.echo(f"{rows:,} combinations ({valid:,} valid) in {elapsed:.2f} s")
 
 

@@ -3,11 +3,13 @@ plans) or against a file of published measurements."""
 from __future__ import annotations
 
 import json
+from contextlib import nullcontext
 from pathlib import Path
 
 import click
 
-from simkit.report import plots, tables
+from simkit.cli import progress
+from simkit.report import figures, plots, tables, terminal
 from simkit.core.errors import SimkitError
 from simkit.core.units import human_bytes
 
@@ -43,12 +45,15 @@ _SUITE_COLUMNS = [("name", "plan", tables.plain), ("shape", "dp x mb x ga, preci
 @click.option("--flush-denormal/--no-flush-denormal", default=True, show_default=True,
               help="Flush subnormal floats to zero on CPU (random-token training produces many; x86 handles "
               "them on a slow path).")
-@click.option("--plot", type=click.Path(dir_okay=False), help="Write a predicted-vs-measured scatter (PNG).")
+@click.option("--plot", type=click.Path(dir_okay=False),
+              help="Write a predicted-vs-measured scatter (PNG or SVG, by the file's extension).")
 @click.option("--json", "as_json", is_flag=True, help="Print the results as JSON.")
 def validate_cmd(plan, suite, published, steps, warmup, profiles, record, overrides, threads, device, no_scale_down,
                  max_step_s, flush_denormal, plot, as_json):
     """Compare predicted and measured step time: train PLAN (or every plan of --suite) here for real,
     or score the cases of published-cases files (--published FILE [FILE ...])."""
+    if plot:
+        figures.check_output(plot)   # before minutes of measuring, not after
     if published:
         published, plan = tuple(published) + tuple(plan), ()
     if len(plan) > 1:
@@ -67,23 +72,28 @@ def validate_cmd(plan, suite, published, steps, warmup, profiles, record, overri
     options = dict(steps=steps, warmup=warmup, threads=threads, device=device, scale_down=not no_scale_down,
                    max_step_s=max_step_s, flush_denormal=flush_denormal)
     results = []
-    for i, path in enumerate(paths, 1):
-        if suite:
-            click.echo(f"[{i}/{len(paths)}] {path}", err=True)
-        try:
-            result = _live_one(path, profiles, overrides, options)
-        except SimkitError as exc:
-            if not suite:
-                raise
-            result = {"plan_file": str(path), "failure": str(exc)}
-            click.echo(f"  failed: {exc}", err=True)
-        else:
-            if record:
-                with open(record, "a", encoding="utf-8") as fh:
-                    fh.write(v.record_line(result) + "\n")
-            if not as_json and not suite:
-                click.echo(_live_text(result))
-        results.append(result)
+    with progress.bar(len(paths), "plans") if suite else nullcontext() as bar:
+        for i, path in enumerate(paths, 1):
+            if bar is not None:       # a terminal: one bar saying which plan, how many done, time left
+                bar.set_description_str(f"measuring {path.name}")
+            elif suite:
+                click.echo(f"[{i}/{len(paths)}] {path}", err=True)
+            try:
+                result = _live_one(path, profiles, overrides, options)
+            except SimkitError as exc:
+                if not suite:
+                    raise
+                result = {"plan_file": str(path), "failure": str(exc)}
+                progress.echo(bar, f"  failed: {exc}")
+            else:
+                if record:
+                    with open(record, "a", encoding="utf-8") as fh:
+                        fh.write(v.record_line(result) + "\n")
+                if not as_json and not suite:
+                    click.echo(_live_text(result))
+            results.append(result)
+            if bar is not None:
+                bar.update(1)
     if plot:
         points = [{"measured": r["measured"]["step_time_s"], "predicted": r["predicted"]["step_time_s"],
                    "group": Path(r["plan_file"]).stem} for r in results if "error" in r]
@@ -133,7 +143,7 @@ def _live_text(r: dict) -> str:
              f"(IQR {tables.seconds(m['step_time_iqr_s'])}, fastest {tables.seconds(m['step_time_min_s'])}), "
              f"error {tables.percent(r['error'])}"
              + (f"; machine at {r['machine_speed']:.2f}x the profile's speed" if r.get("machine_speed") else ""), "",
-             tables.table(r["breakdown"], _BREAKDOWN_COLUMNS),
+             terminal.render_table(r["breakdown"], _BREAKDOWN_COLUMNS),
              "  (measured backward includes recomputation; communication_total is not part of the step sum)"]
     lines += _memory_lines(r)
     lines += ["", "notes:"] + [f"  - {n}" for n in r["notes"]]
@@ -190,7 +200,7 @@ def _suite_text(results: list[dict], summary: dict) -> str:
                      "iqr": r["measured"]["step_time_iqr_s"], "fastest": r["measured"]["step_time_min_s"],
                      "error": r["error"], "machine": r.get("machine_speed"), "worst_part": _worst_part(r),
                      "memory": _memory_cell(r), "memory_error": r.get("memory_error")})
-    lines = [tables.table(rows, _SUITE_COLUMNS), ""]
+    lines = [terminal.render_table(rows, _SUITE_COLUMNS), ""]
     if summary["count"]:
         lines.append(f"{summary['count']} plans measured, {summary['failed']} failed: MAE (mean |error|) "
                      f"{tables.percent(summary['mae'], signed=False)}, median {tables.percent(summary['median_ae'], signed=False)}, "
@@ -208,7 +218,7 @@ def _suite_text(results: list[dict], summary: dict) -> str:
                          f"{tables.percent(sp['adjusted_mean_error'])}")
         lines += ["", "which parts of the step the prediction gets wrong (predicted - measured, as a share of the "
                   "measured step, averaged over plans):",
-                  tables.table(summary["parts"], [("part", "part", tables.plain),
+                  terminal.render_table(summary["parts"], [("part", "part", tables.plain),
                                                   ("mean_error_of_step", "mean", tables.percent),
                                                   ("mean_abs_error_of_step", "mean |.|", lambda x: tables.percent(x, False))],
                                indent="  ")]
@@ -223,9 +233,7 @@ def _published(paths: list[str], plot: str | None, as_json: bool) -> None:
     score = v.score_published(v.load_published_files(paths))
     names = ", ".join(Path(p).name for p in paths)
     if plot:
-        points = [{"measured": c["measured_step_time_s"], "predicted": c["predicted_step_time_s"], "group": c["source"]}
-                  for c in score["cases"]]
-        plots.predicted_vs_measured_plot(points, plot, title=f"simkit vs published: {names}")
+        plots.predicted_vs_measured_plot(plots.published_points(score), plot, title=f"simkit vs published: {names}")
     if as_json:
         click.echo(json.dumps(score, indent=2))
         return
@@ -237,13 +245,13 @@ def _published_text(path: str, score: dict) -> str:
     cols = [("source", "source", tables.plain), ("count", "cases", str), ("mape", "MAPE", pct),
             ("median_ape", "median APE", pct), ("max_ape", "max APE", pct), ("mean_error", "mean error", tables.percent)]
     lines = [f"{path}: {len(score['cases'])} cases predicted, {len(score['skipped'])} skipped", "",
-             tables.table(score["sources"], cols), "", "by precision of the matmuls:",
-             tables.table(score["precisions"], [("source", "precision", tables.plain)] + cols[1:], indent="  ")]
+             terminal.render_table(score["sources"], cols), "", "by precision of the matmuls:",
+             terminal.render_table(score["precisions"], [("source", "precision", tables.plain)] + cols[1:], indent="  ")]
     for s in score["sources"]:
         if s["source"] == "all":
             continue
         lines += ["", f"worst cases, {s['source']}:",
-                  tables.table(s["worst"], [("id", "id", tables.plain), ("predicted_step_time_s", "predicted", tables.seconds),
+                  terminal.render_table(s["worst"], [("id", "id", tables.plain), ("predicted_step_time_s", "predicted", tables.seconds),
                                             ("measured_step_time_s", "measured", tables.seconds),
                                             ("error", "error", tables.percent)], indent="  ")]
     if score["skipped"]:

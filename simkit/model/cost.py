@@ -16,13 +16,25 @@ from simkit.model.params import value as fitted
 # the datasheet figure); `simkit calibrate` replaces it with a measurement.
 DEFAULT_BANDWIDTH_EFFICIENCY = 0.85
 
+# A GEMM's depth: a tensor-core GEMM kernel (CUTLASS / cuBLAS) computes each output tile in a main loop
+# over the inner dimension k, in blocks of 64, behind a software pipeline that must fill before the first
+# block and drain and store the tile after the last. That fixed work costs about as much as three more
+# k-blocks at 16-bit tensor-core speed (assumption from the kernel structure: a 3-stage pipeline of
+# 64-wide k-blocks), so the achieved rate scales with k / (k + 192), relative to a deep GEMM (k = 8192,
+# where MAMF-style searches find their best shapes: hardware-facts.md 9.1, best k 3072-13312). The fixed
+# work takes the same time at any rate, so in k-blocks it grows with the dtype's peak: 96 for tf32, 384
+# for fp8, a few (negligible) on CUDA cores.
+GEMM_FIXED_K_16BIT = 192.0
+GEMM_REFERENCE_K = 8192.0
+
 # Catalogue matmul efficiencies are MAMF figures: the best shape of a search, one GEMM repeated at
-# full clocks. A training step sustains less (power-limited clocks, concurrent NCCL kernels, less
-# favourable shapes). The best published end-to-end result on A100 is 72% MFU (FlashAttention-2,
-# Dao 2023, abstract: "225 TFLOPs/s per A100 GPU (72% model FLOPs utilization)") against an A100
-# MAMF of 86.9% (stas00/ml-engineering): their ratio, 0.83, is applied to every catalogue device.
+# full clocks. A training step sustains less (power-limited clocks, concurrent NCCL kernels). The best
+# published end-to-end result on A100 is 72% MFU (FlashAttention-2, Dao 2023, abstract: "225 TFLOPs/s per
+# A100 GPU (72% model FLOPs utilization)", GPT-3 1.3B/2.7B) against an A100 MAMF of 86.9%
+# (stas00/ml-engineering): their ratio, 0.83, divided by what the depth model above gives that run's GEMM
+# mix (0.983 for GPT-3 2.7B: d_model 2560, d_ff 10240), 0.843, is applied to every catalogue device.
 # Calibrated profiles are measured, not derated.
-SUSTAINED_MATMUL_FRACTION = 0.72 / 0.869
+SUSTAINED_MATMUL_FRACTION = 0.72 / 0.869 / 0.983
 
 # Fused attention: the kernel's share of peak by GPU generation, see simkit/model/attention.py.
 
@@ -50,6 +62,17 @@ def _table(device: Device, dtype: str):
     return _log_points(points), rates
 
 
+def depth_factor(device: Device, dtype: str, k):
+    """The share of a deep GEMM's rate a GEMM of inner dimension k reaches (see GEMM_FIXED_K_16BIT)."""
+    half = device.peak("bf16") or device.peak("fp16")
+    peak = device.peak(dtype) or device.peak("fp32")
+    if not half or not peak:
+        return 1.0
+    k0 = GEMM_FIXED_K_16BIT * peak / half
+    k = np.asarray(k, dtype=float)
+    return (k / (k + k0)) / (GEMM_REFERENCE_K / (GEMM_REFERENCE_K + k0))
+
+
 def matmul_rate(device: Device, dtype: str, m, n, k) -> np.ndarray:
     """Achieved FLOP/s for an (m x k) @ (k x n) GEMM.
 
@@ -62,7 +85,7 @@ def matmul_rate(device: Device, dtype: str, m, n, k) -> np.ndarray:
     if table is None:
         peak = device.peak(dtype) or device.peak("fp32")
         rate = peak * device.efficiency(dtype) * SUSTAINED_MATMUL_FRACTION * scale
-        return np.broadcast_to(rate, np.shape(m * n * k)).astype(float)
+        return rate * depth_factor(device, dtype, k) + 0.0 * np.asarray(m * n, dtype=float)
     pts, rates = table
     q = np.log2(np.stack(np.broadcast_arrays(*(np.asarray(x, dtype=float) for x in (m, n, k))), axis=-1))
     q = np.maximum(q, 0.0)

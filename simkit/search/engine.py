@@ -107,6 +107,8 @@ def reasons(c: dict[str, np.ndarray], positive, attention: str = "fused") -> np.
     values["attention"] = attention
     for _, invalid, text, _ in plan_mod.LAYOUT_RULES:
         flag(np.broadcast_to(invalid(values), (n,)), text)
+    dp = c["parallelism.data_parallel"]
+    flag((dp != np.floor(dp)) | (dp < 1), "tensor_parallel x pipeline_parallel x context_parallel does not divide the devices")
     flag(c["parallelism.data_parallel"] * c["_mp"] != c["_devices"],
          "data_parallel x tensor_parallel x pipeline_parallel x context_parallel != devices")
     accum = c["training.grad_accum_steps"]
@@ -145,24 +147,37 @@ def _stack(base) -> tuple[bool, str]:
     return base.raw.get("model", {}).get("kernels") is not None, base.training.master_weights
 
 
-def evaluate(variant: Callable[[tuple], Any], batch: Batch, outputs=OUTPUT_KEYS) -> dict[str, np.ndarray]:
+def evaluate(variant: Callable[[tuple], Any], batch: Batch, outputs=OUTPUT_KEYS,
+             progress: Callable[[int, int, str], None] | None = None, chunk_rows: int = 16_384
+             ) -> dict[str, np.ndarray]:
     """Predict every row of `batch`: {'reason': why a row is invalid ('' when valid), output key: array}.
 
     `variant(((key, value), ...))` returns the loaded plan for one combination of the non-numeric keys
     (raising SimkitError when that combination is invalid); numeric keys the batch does not vary take
-    that plan's values. Invalid rows hold NaN (fits_in_memory: False) and their reason."""
+    that plan's values. Invalid rows hold NaN (fits_in_memory: False) and their reason.
+    Each group is simulated in blocks of at most `chunk_rows` rows (memory stays bounded, and arrays of
+    that size stay in the CPU's cache); `progress(rows_done, rows_total, what)` is called after each block,
+    `what` naming the group's values."""
     n = batch.size
     result = {"reason": np.full(n, "", dtype=object)}
     for key in outputs:
         result[key] = np.zeros(n, dtype=bool) if key == "fits_in_memory" else np.full(n, np.nan)
     result["_kernels"] = np.full(n, "", dtype=object)
+    done = 0
     for assignment, rows in _groups(batch):
         try:
             base = variant(assignment)
         except SimkitError as exc:
-            result["reason"][rows] = exc.message
-            continue
-        _evaluate_group(base, batch, rows, result, outputs)
+            base, message = None, exc.message
+        for start in range(0, len(rows), chunk_rows):
+            block = rows[start:start + chunk_rows]
+            if base is None:
+                result["reason"][block] = message
+            else:
+                _evaluate_group(base, batch, block, result, outputs)
+            done += len(block)
+            if progress is not None:
+                progress(done, n, ", ".join(f"{k.split('.')[-1]}={v}" for k, v in assignment))
     return result
 
 

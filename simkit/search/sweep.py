@@ -9,13 +9,15 @@ are re-derived for every row unless they are varied themselves.
 from __future__ import annotations
 
 import dataclasses
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 
 from simkit import plan as plan_mod
 from simkit.core.errors import SimkitError, close_names
 from simkit.search.engine import NUMERIC_KEYS, OUTPUT_KEYS, Batch, evaluate
+
+CHUNK_ROWS = 16_384   # rows per vectorized call: bounds memory, stays in cache, lets big sweeps report progress
 
 
 def _all_keys() -> list[str]:
@@ -76,9 +78,11 @@ def _variants(source, overrides: tuple[str, ...]):
     return variant
 
 
-def sweep_columns(source, varies: list[str], overrides: tuple[str, ...] = ()) -> dict[str, np.ndarray]:
+def sweep_columns(source, varies: list[str], overrides: tuple[str, ...] = (),
+                  progress: Callable[[int, int, str], None] | None = None) -> dict[str, np.ndarray]:
     """Every combination of the varied keys as columns: the varied keys, `reason` ('' when valid) and the
-    predictions (NaN on invalid rows; fits_in_memory a masked array, masked there)."""
+    predictions (NaN on invalid rows; fits_in_memory a masked array, masked there). `progress(rows_done,
+    rows_total, what)` is called after each group of non-numeric values ('precision=bf16, zero_stage=1')."""
     parsed = [parse_vary(v) for v in varies]
     keys = [k for k, _ in parsed]
     if len(set(keys)) != len(keys):
@@ -92,7 +96,7 @@ def sweep_columns(source, varies: list[str], overrides: tuple[str, ...] = ()) ->
             batch.numeric[key] = np.array([_as_number(v) for v in values], dtype=float)[idx]
         else:
             batch.choices[key] = (idx, values)
-    result = evaluate(_variants(source, overrides), batch)
+    result = evaluate(_variants(source, overrides), batch, progress=progress, chunk_rows=CHUNK_ROWS)
     reason = result["reason"]
     for (key, values), idx in zip(parsed, index):       # name the value that is not a number
         if key in NUMERIC_KEYS:
@@ -112,11 +116,12 @@ def sweep_columns(source, varies: list[str], overrides: tuple[str, ...] = ()) ->
     return out
 
 
-def run_sweep(source, varies: list[str], overrides: tuple[str, ...] = ()):
+def run_sweep(source, varies: list[str], overrides: tuple[str, ...] = (),
+              progress: Callable[[int, int, str], None] | None = None):
     """Evaluate every combination; returns a pandas DataFrame (varied keys, reason, outputs)."""
     import pandas as pd
 
-    columns = sweep_columns(source, varies, overrides)
+    columns = sweep_columns(source, varies, overrides, progress)
     fits = columns["fits_in_memory"]
     columns["fits_in_memory"] = np.where(np.ma.getmaskarray(fits), None, np.ma.getdata(fits)).astype(object)
     return pd.DataFrame(columns)

@@ -16,4 +16,13 @@ def predict(plan, overrides=()):
     return _predict(load_plan(plan, overrides))
 
 
-__all__ = ["predict", "__version__"]
+def optimize(plan, **options):
+    """The best layouts of a plan on given hardware -> simkit.search.optimize.OptimizeResult. Options:
+    devices or nodes, objective ('time', 'cost', 'time-to-train'), top, fix and allow ('KEY=V1,V2'
+    texts), headroom (fraction of device memory left free), overrides ('KEY=VALUE' texts)."""
+    from simkit.search.optimize import optimize as _optimize
+
+    return _optimize(plan, **options)
+
+
+__all__ = ["predict", "optimize", "__version__"]

@@ -246,33 +246,50 @@ def _check_model(loc: Located, m: ModelSpec) -> None:
                         "allowed: a divisor of n_heads")
 
 
+# The layout rules, written once for a plan (scalars: `_check_model_parallel` raises the message) and for
+# the columns of a sweep or a search (numpy arrays: the engine flags each row with the reason). Each rule:
+# (key, invalid(v), reason, message(v)), where v maps the names below to values or arrays.
+LAYOUT_RULES = (
+    (("parallelism", "tensor_parallel"), lambda v: v["n_heads"] % v["tensor_parallel"] != 0,
+     "tensor_parallel does not divide n_heads",
+     lambda v: f"{v['tensor_parallel']} does not divide n_heads {v['n_heads']}; allowed: a divisor of n_heads"),
+    (("parallelism", "tensor_parallel"), lambda v: v["n_kv_heads"] % v["tensor_parallel"] != 0,
+     "tensor_parallel does not divide n_kv_heads",
+     lambda v: f"{v['tensor_parallel']} does not divide n_kv_heads {v['n_kv_heads']}; allowed: a divisor of "
+               "n_kv_heads (Megatron splits the key/value heads over the TP group)"),
+    (("parallelism", "pipeline_parallel"), lambda v: v["pipeline_parallel"] > v["n_layers"],
+     "pipeline_parallel is more than n_layers",
+     lambda v: f"{v['pipeline_parallel']} is more than n_layers {v['n_layers']}; allowed: 1..{v['n_layers']}"),
+    (("parallelism", "virtual_pipeline_stages"),
+     lambda v: (v["virtual_pipeline_stages"] > 1) & (v["pipeline_parallel"] == 1),
+     "virtual_pipeline_stages > 1 needs pipeline_parallel > 1",
+     lambda v: f"{v['virtual_pipeline_stages']} needs pipeline_parallel > 1 (model chunks per pipeline rank)"),
+    (("parallelism", "virtual_pipeline_stages"),
+     lambda v: v["pipeline_parallel"] * v["virtual_pipeline_stages"] > v["n_layers"],
+     "pipeline_parallel x virtual_pipeline_stages is more than n_layers",
+     lambda v: f"pipeline_parallel {v['pipeline_parallel']} x virtual_pipeline_stages "
+               f"{v['virtual_pipeline_stages']} = {v['pipeline_parallel'] * v['virtual_pipeline_stages']} model "
+               f"chunks for {v['n_layers']} layers; each chunk needs a layer (allowed: at most "
+               f"{v['n_layers'] // v['pipeline_parallel']})"),
+    (("parallelism", "context_parallel"), lambda v: v["seq_len"] % v["context_parallel"] != 0,
+     "context_parallel does not divide seq_len",
+     lambda v: f"{v['context_parallel']} does not divide seq_len {v['seq_len']}; allowed: a divisor of seq_len"),
+    (("parallelism", "context_parallel"), lambda v: (v["context_parallel"] > 1) & (v["attention"] != "fused"),
+     "context_parallel > 1 needs model.attention: fused",
+     lambda v: f"{v['context_parallel']} needs model.attention: fused (ring attention runs fused kernels)"),
+)
+
+
 def _check_model_parallel(loc: Located, s: PlanSpec) -> None:
-    """Divisibility of heads, layers and sequence by the model-parallel sizes."""
+    """Divisibility of heads, layers and sequence by the model-parallel sizes (LAYOUT_RULES)."""
     p, m = s.parallelism, s.model
-    key = ("parallelism", "tensor_parallel")
-    if m.n_heads % p.tensor_parallel:
-        raise loc.error(key, f"{p.tensor_parallel} does not divide n_heads {m.n_heads}; allowed: a divisor of n_heads")
-    if m.n_kv_heads % p.tensor_parallel:
-        raise loc.error(key, f"{p.tensor_parallel} does not divide n_kv_heads {m.n_kv_heads}; allowed: a divisor "
-                             "of n_kv_heads (Megatron splits the key/value heads over the TP group)")
-    if p.pipeline_parallel > m.n_layers:
-        raise loc.error(("parallelism", "pipeline_parallel"),
-                        f"{p.pipeline_parallel} is more than n_layers {m.n_layers}; allowed: 1..{m.n_layers}")
-    if p.virtual_pipeline_stages > 1 and p.pipeline_parallel == 1:
-        raise loc.error(("parallelism", "virtual_pipeline_stages"),
-                        f"{p.virtual_pipeline_stages} needs pipeline_parallel > 1 (model chunks per pipeline rank)")
-    chunks = p.pipeline_parallel * p.virtual_pipeline_stages
-    if chunks > m.n_layers:
-        raise loc.error(("parallelism", "virtual_pipeline_stages"),
-                        f"pipeline_parallel {p.pipeline_parallel} x virtual_pipeline_stages "
-                        f"{p.virtual_pipeline_stages} = {chunks} model chunks for {m.n_layers} layers; each chunk "
-                        f"needs a layer (allowed: at most {m.n_layers // p.pipeline_parallel})")
-    if m.seq_len % p.context_parallel:
-        raise loc.error(("parallelism", "context_parallel"),
-                        f"{p.context_parallel} does not divide seq_len {m.seq_len}; allowed: a divisor of seq_len")
-    if p.context_parallel > 1 and m.attention != "fused":
-        raise loc.error(("parallelism", "context_parallel"),
-                        f"{p.context_parallel} needs model.attention: fused (ring attention runs fused kernels)")
+    values = {"n_heads": m.n_heads, "n_kv_heads": m.n_kv_heads, "n_layers": m.n_layers, "seq_len": m.seq_len,
+              "attention": m.attention, "tensor_parallel": p.tensor_parallel,
+              "pipeline_parallel": p.pipeline_parallel, "virtual_pipeline_stages": p.virtual_pipeline_stages,
+              "context_parallel": p.context_parallel}
+    for key, invalid, _, message in LAYOUT_RULES:
+        if invalid(values):
+            raise loc.error(key, message(values))
 
 
 def _check_parallelism(loc: Located, s: PlanSpec) -> None:
@@ -306,18 +323,29 @@ def _check_parallelism(loc: Located, s: PlanSpec) -> None:
                         f"{per_step * t.grad_accum_steps}")
 
 
+def default_master_weights(zero_stage):
+    """Where the fp32 master weights live when a plan does not say (see _derive_stack)."""
+    return "optimizer" if zero_stage in (1, 2) else "model"
+
+
+def megatron_layout(tensor_parallel, pipeline_parallel, context_parallel, master_weights):
+    """True where a layout is Megatron-Core / NeMo territory (fused kernels by default); scalars or arrays."""
+    return ((tensor_parallel > 1) | (pipeline_parallel > 1) | (context_parallel > 1)
+            | (master_weights == "optimizer"))
+
+
 def _derive_stack(s: PlanSpec) -> None:
     """What a plan that does not say runs on, inferred from its layout. Megatron's and DeepSpeed's optimizer
     sharding (ZeRO 1 and 2) keep 16-bit weights with an fp32 master copy in the optimizer; PyTorch DDP and
     FSDP keep fp32 weights under autocast. Tensor, pipeline and context parallelism and optimizer-side
     master weights are Megatron-Core / NeMo territory, which runs TransformerEngine's fused kernels; plain
-    DDP or FSDP is a PyTorch-native stack (torchtitan, llm-foundry, HF Trainer) running eager ops."""
+    DDP or FSDP is a PyTorch-native stack (torchtitan, llm-foundry, HF Trainer) running eager ops. The sweep
+    and search engine derives the same per row (simkit/search/engine.py)."""
     t, p, m = s.training, s.parallelism, s.model
     if t.master_weights is None:
-        t.master_weights = "optimizer" if p.zero_stage in (1, 2) else "model"
+        t.master_weights = default_master_weights(p.zero_stage)
     if m.kernels is None:
-        megatron = p.tensor_parallel > 1 or p.pipeline_parallel > 1 or p.context_parallel > 1 or \
-            t.master_weights == "optimizer"
+        megatron = megatron_layout(p.tensor_parallel, p.pipeline_parallel, p.context_parallel, t.master_weights)
         m.kernels = "fused" if megatron else "eager"
 
 
@@ -380,12 +408,32 @@ def load_plan_located(loc: Located) -> Plan:
                 raw=raw)
 
 
+def read_raw(source: Any, overrides: list[str] | tuple[str, ...] = ()) -> dict:
+    """The plan as written (a path, mapping or Plan), its preset expanded and `overrides` applied, before any
+    validation: what `simkit optimize` re-lays out, whether or not its own layout is valid."""
+    if isinstance(source, Plan):
+        data = copy.deepcopy(source.raw)
+    elif isinstance(source, (str, Path)):
+        data = read_yaml(source).data
+    elif isinstance(source, dict):
+        data = copy.deepcopy(source)
+    else:
+        raise SimkitError(f"cannot load a plan from {type(source).__name__}; give a path or a mapping")
+    if not isinstance(data, dict):
+        raise SimkitError(f"expected a mapping with model, training, hardware; got {type(data).__name__}")
+    loc = Located(data=apply_overrides(data, overrides) if overrides else data)
+    _expand_preset(loc)
+    return loc.data
+
+
 def load_plan(source: Any, overrides: list[str] | tuple[str, ...] = ()) -> Plan:
     """A plan from a path, a mapping, or a Plan (returned as is when there are no overrides)."""
     if isinstance(source, Plan) and not overrides:
         return source
     if isinstance(source, (str, Path)):
         loc = read_yaml(source)
+    elif isinstance(source, Located):      # a file read once, loaded with many overrides (sweep, optimize)
+        loc = Located(data=copy.deepcopy(source.data), file=source.file, lines=source.lines)
     elif isinstance(source, dict):
         loc = Located(data=copy.deepcopy(source), file=None, lines={})
     else:

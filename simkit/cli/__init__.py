@@ -13,6 +13,7 @@ from simkit.core.errors import SimkitError
 _COMMANDS = {
     "predict": ("simkit.cli.predict", "predict_cmd", "Predict step, epoch and total time and memory of a plan."),
     "sweep": ("simkit.cli.predict", "sweep_cmd", "Predict every combination of varied plan keys into a CSV."),
+    "optimize": ("simkit.cli.optimize", "optimize_cmd", "The fastest (or cheapest) valid layout of a plan on given hardware."),
     "estimate": ("simkit.cli.predict", "estimate_cmd", "Quick 6*N*D compute estimate of a training run."),
     "hardware": ("simkit.cli.hardware", "hardware_cmd", "List and show the catalogue; plot a calibrated profile."),
     "calibrate": ("simkit.cli.calibrate", "calibrate_cmd", "Measure this machine and write a calibrated profile."),

@@ -156,29 +156,36 @@ def predict_cmd(plan_file, overrides, as_json):
 @click.option("--vary", "varies", multiple=True, required=True, metavar="KEY=V1,V2,...",
               help="A plan key and its values; every combination of all --vary options is predicted.")
 @click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE", help=SET_HELP)
-@click.option("--output", "-o", type=click.Path(dir_okay=False), help="CSV file to write (default: print a table).")
+@click.option("--output", "-o", type=click.Path(dir_okay=False),
+              help="File to write: Parquet for .parquet, else CSV (default: print a table).")
 def sweep_cmd(plan_file, varies, overrides, output):
     """Predict every combination of the varied keys of PLAN_FILE (vectorized); invalid rows get a reason."""
     import time
 
-    from simkit.search.sweep import run_sweep
-    from simkit.core.yamlio import write_atomic
+    import numpy as np
 
     from simkit.cli.progress import SWEEP_BAR_DELAY_S, bar, sweep_callback
+    from simkit.search.sweep import sweep_columns
 
     t0 = time.perf_counter()
     with bar(0, "combinations", "predicting", delay_s=SWEEP_BAR_DELAY_S) as progress:
-        df = run_sweep(plan_file, list(varies), tuple(overrides), progress=sweep_callback(progress))
+        columns = sweep_columns(plan_file, list(varies), tuple(overrides), progress=sweep_callback(progress))
     elapsed = time.perf_counter() - t0
-    valid = int((df["reason"] == "").sum())
+    rows, valid = len(columns["reason"]), int((columns["reason"] == "").sum())
     if output:
-        write_atomic(output, df.to_csv(index=False))
-        click.echo(f"{len(df):,} combinations ({valid:,} valid) in {elapsed:.2f} s -> {output}")
+        from simkit.report.columns import write_columns
+
+        write_columns(output, columns)
+        click.echo(f"{rows:,} combinations ({valid:,} valid) in {elapsed:.2f} s -> {output}")
     else:
+        import pandas as pd
+
         from simkit.report.terminal import render_frame
 
-        click.echo(render_frame(df, max_rows=60))
-        click.echo(f"{len(df):,} combinations ({valid:,} valid) in {elapsed:.2f} s")
+        fits = columns["fits_in_memory"]
+        columns["fits_in_memory"] = np.where(np.ma.getmaskarray(fits), None, np.ma.getdata(fits)).astype(object)
+        click.echo(render_frame(pd.DataFrame(columns), max_rows=60))
+        click.echo(f"{rows:,} combinations ({valid:,} valid) in {elapsed:.2f} s")
 
 
 @click.command("estimate")

@@ -7,6 +7,7 @@ Every error names the file, line, dotted key, bad value and what is allowed.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 import typing
 from typing import Any, Literal, get_args, get_origin
@@ -114,13 +115,19 @@ def _expected(f: dataclasses.Field, tp: Any) -> str:
     return f"{kind}: {doc}" if doc else kind
 
 
+@functools.lru_cache(maxsize=None)
+def _type_hints(cls: type) -> dict:
+    """typing.get_type_hints, once per class: a sweep or a search loads a plan per group of rows."""
+    return typing.get_type_hints(cls)
+
+
 def build(cls: type, data: Any, loc: Located, path: tuple = (), *, skip: tuple[str, ...] = ()) -> Any:
     """Construct dataclass `cls` from mapping `data` found at `path` in `loc`, strictly."""
     at = "" if path else " at the top level"  # below the top, the error's key path already says where
     if not isinstance(data, dict):
         raise loc.error(path, f"expected a mapping of keys{at}, got {type(data).__name__} {_shown(data)}")
     fields = {f.name: f for f in dataclasses.fields(cls) if f.init}
-    hints = typing.get_type_hints(cls)
+    hints = _type_hints(cls)
     for key in data:
         if key not in fields and key not in skip:
             raise loc.error(path + (key,), f"unknown key; {close_names(str(key), list(fields))}")

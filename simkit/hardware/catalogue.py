@@ -14,6 +14,7 @@ from simkit.hardware.types import DTYPES, GB, GIB, KINDS, TFLOP, Device, Interco
 
 
 # ----------------------------------------------------------------------------- catalogue files
+@functools.lru_cache(maxsize=1)      # a sweep or a search loads a plan per group of rows
 def catalogue_dir() -> Path:
     """The shipped catalogue: package data `simkit.catalogue` when installed (a namespace package,
     so its folder comes from the import spec), `hardware/` in a source checkout."""

@@ -154,17 +154,23 @@ class StageTime:
     context: object    # exposed context-parallel (ring attention) communication
     other: object      # kernel launches not hidden behind GPU work
 
+    _total: object = field(default=None, repr=False, compare=False)   # computed once
+
     @property
     def comm(self):
         return self.tensor + self.context
 
     @property
     def total(self):
-        return self.fwd + self.bwd + self.rec + self.comm + self.other
+        if self._total is None:
+            self._total = self.fwd + self.bwd + self.rec + self.comm + self.other
+        return self._total
 
     def pick(self, mask, other: "StageTime") -> "StageTime":
-        return StageTime(*(np.where(mask, getattr(self, k), getattr(other, k))
-                           for k in ("fwd", "bwd", "rec", "tensor", "context", "other")))
+        picked = StageTime(*(np.where(mask, getattr(self, k), getattr(other, k))
+                             for k in ("fwd", "bwd", "rec", "tensor", "context", "other")))
+        picked._total = np.where(mask, self.total, other.total)
+        return picked
 
 
 @dataclass
@@ -374,27 +380,51 @@ def _micro_batch_and_layer_comm(c: Categorical, n: Numeric, prec) -> tuple:
                            bandwidth_share=bshare)
     pl = place(tp, cp, 1.0, 1.0, n.devices_per_node)
     fabric = Fabric(dev, c.intra_node, c.inter_node, n.inter_node_links, n.devices_per_node)
-    return mb, _layer_comm(c, n, prec, shape, mb, pl, fabric)
+    return mb, _layer_comm(c, n, prec, shape, mb, pl, fabric), (pl.tensor, pl.context)
 
 
 def _distinct_shapes(n: Numeric):
     """(the distinct rows of SHAPE_KEYS as a Numeric, the index of each row's shape), or None when the
     rows are few or nearly all distinct."""
-    cols = [np.asarray(getattr(n, k), dtype=float) for k in SHAPE_KEYS]
-    size = max(c.size for c in cols)
+    cols = {k: np.asarray(getattr(n, k), dtype=float) for k in SHAPE_KEYS}
+    size = max(c.size for c in cols.values())
     if size < 64:
         return None
-    code = np.zeros(size, dtype=np.int64)
-    for col in cols:       # mixed-radix code of each column's value index
-        values, index = np.unique(np.broadcast_to(col, (size,)), return_inverse=True)
-        code = code * len(values) + index
-    first, inverse = np.unique(code, return_index=True, return_inverse=True)[1:]
+    code, space = np.zeros(size, dtype=np.int64), 1
+    for col in cols.values():     # mixed-radix code of the varying columns (constant ones add nothing)
+        if col.ndim == 0 or col.size == 1 or (col == col[0]).all():
+            continue
+        index, count = _factorize(col)
+        code, space = code * count + index, space * count
+    first, inverse = _first_and_inverse(code, space)
     if len(first) > size // 4:
         return None
     fields = {f.name: getattr(n, f.name) for f in dataclasses.fields(n)}
-    for key, col in zip(SHAPE_KEYS, cols):
+    for key, col in cols.items():
         fields[key] = np.broadcast_to(col, (size,))[first]
     return type(n)(**fields), inverse
+
+
+def _factorize(col: np.ndarray) -> tuple[np.ndarray, int]:
+    """(an index per value, the number of indices): small non-negative integers index themselves, other
+    values their rank among the distinct values."""
+    top = col.max()
+    if col.min() >= 0 and top < 65536 and (col == np.floor(col)).all():
+        return col.astype(np.int64), int(top) + 1
+    values, index = np.unique(col, return_inverse=True)
+    return index.reshape(col.shape), len(values)
+
+
+def _first_and_inverse(code: np.ndarray, space: int) -> tuple[np.ndarray, np.ndarray]:
+    """(a row of each distinct code, each row's distinct-code number), by a table when the codes are few,
+    else by sorting. Any row of a code will do: its rows share every shape value."""
+    if space > 4 * code.size + 1024:
+        return np.unique(code, return_index=True, return_inverse=True)[1:]
+    row_of = np.full(space, -1, dtype=np.int64)
+    row_of[code] = np.arange(code.size)
+    present = row_of >= 0
+    number = np.cumsum(present) - 1
+    return row_of[present], number[code]
 
 
 def _spread(obj, inverse):
@@ -409,13 +439,14 @@ def _spread(obj, inverse):
 
 
 def _per_shape(c: Categorical, n: Numeric, prec) -> tuple:
-    """micro_batch_times and the layer's TP/CP communication, once per distinct shape."""
+    """micro_batch_times, the layer's TP/CP communication and the (tensor, context) groups, once per
+    distinct shape."""
     distinct = _distinct_shapes(n)
     if distinct is None:
         return _micro_batch_and_layer_comm(c, n, prec)
     shapes, inverse = distinct
-    mb, lc = _micro_batch_and_layer_comm(c, shapes, prec)
-    return _spread(mb, inverse), _spread(lc, inverse)
+    mb, lc, groups = _micro_batch_and_layer_comm(c, shapes, prec)
+    return _spread(mb, inverse), _spread(lc, inverse), tuple(_spread(g, inverse) for g in groups)
 
 
 def simulate(c: Categorical, n: Numeric) -> dict[str, np.ndarray]:
@@ -427,9 +458,9 @@ def simulate(c: Categorical, n: Numeric) -> dict[str, np.ndarray]:
         n.grad_accum_steps))
     shape = Shape(n.micro_batch_size, n.seq_len, n.d_model, n.n_heads, n.n_kv_heads, n.d_ff, n.vocab_size,
                   n.n_layers, tp, cp, c.sequence_parallel)
-    pl = place(tp, cp, dp, pp, n.devices_per_node)
     fabric = Fabric(dev, c.intra_node, c.inter_node, n.inter_node_links, n.devices_per_node)
-    mb, lc = _per_shape(c, n, prec)
+    mb, lc, (tensor_group, context_group) = _per_shape(c, n, prec)
+    pl = place(tp, cp, dp, pp, n.devices_per_node, tensor=tensor_group, context=context_group)
     layers = pipeline.stage_layers(n.n_layers, pp)
     host, recomputes = cost.is_host_device(dev), _recompute_share(c)
     single = pp == 1

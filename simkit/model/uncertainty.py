@@ -30,9 +30,14 @@ def calibration_spread(device) -> float:
     return 0.5 * rel[len(rel) // 2] if rel else 0.0
 
 
+def relative_error(device) -> float:
+    """The relative half-width of a step-time interval on `device`: the model's known error and the
+    calibration's spread in quadrature (`simkit optimize` calls predictions closer than this a tie)."""
+    kind = "calibrated" if device.calibration is not None else "catalogue"
+    return math.hypot(float(known_errors()[kind]["mape"]), calibration_spread(device))
+
+
 def step_interval(plan, step_s: float, breakdown: dict) -> tuple[float, float]:
-    kind = "calibrated" if plan.device.calibration is not None else "catalogue"
-    model_err = float(known_errors()[kind]["mape"])
-    rel = math.hypot(model_err, calibration_spread(plan.device))
+    rel = relative_error(plan.device)
     hidden = max(0.0, breakdown["communication_total"] - breakdown["communication_exposed"])
     return step_s * (1 - rel), step_s * (1 + rel) + 0.25 * hidden

@@ -42,13 +42,14 @@ def group(size, stride, devices_per_node) -> Group:
     stride = np.asarray(stride, dtype=float)
     dpn = np.asarray(devices_per_node, dtype=float)
     block = size * stride
-    fits = (block <= dpn) & (np.mod(dpn, np.maximum(block, 1.0)) == 0)
-    per_node_spanning = np.clip(np.floor(dpn / stride), 1.0, size)
+    fits = (block <= dpn) & (np.fmod(dpn, np.maximum(block, 1.0)) == 0)   # fmod: mod of positive numbers
+    per_node_spanning = np.minimum(np.maximum(np.floor(dpn / stride), 1.0), size)
     per_node = np.where(fits, size, per_node_spanning)
     # a group that does not fit lies on ceil(size / per_node) nodes, or straddles two when its block is
     # smaller than a node but does not divide it
-    nodes = np.where(fits, 1.0, np.maximum(np.ceil(size / per_node), np.where(size > 1, 2.0, 1.0)))
-    per_node = np.where(fits | (size <= 1), per_node, np.minimum(per_node, np.ceil(size / nodes)))
+    several = size > 1
+    nodes = np.where(fits, 1.0, np.maximum(np.ceil(size / per_node), several + 1.0))
+    per_node = np.where(fits | ~several, per_node, np.minimum(per_node, np.ceil(size / nodes)))
     return Group(size=size, per_node=per_node, nodes=nodes, stride=stride)
 
 
@@ -64,10 +65,13 @@ class Placement:
     devices_per_node: object
 
 
-def place(tp, cp, dp, pp, devices_per_node) -> Placement:
-    """Megatron's rank order: TP innermost, then CP, then DP, then PP."""
+def place(tp, cp, dp, pp, devices_per_node, *, tensor: Group | None = None, context: Group | None = None) -> Placement:
+    """Megatron's rank order: TP innermost, then CP, then DP, then PP. `tensor` / `context`: those groups when
+    the caller has them already (simulate computes them once per micro-batch shape)."""
     tp, cp, dp, pp = (np.asarray(x, dtype=float) for x in (tp, cp, dp, pp))
-    return Placement(tensor=group(tp, 1, devices_per_node), context=group(cp, tp, devices_per_node),
+    tensor = group(tp, 1, devices_per_node) if tensor is None else tensor
+    context = group(cp, tp, devices_per_node) if context is None else context
+    return Placement(tensor=tensor, context=context,
                      data=group(dp, tp * cp, devices_per_node), gradient=_gradient_group(tp, cp, dp, devices_per_node),
                      pipeline=group(pp, tp * cp * dp, devices_per_node), devices_per_node=devices_per_node)
 

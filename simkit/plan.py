@@ -9,6 +9,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal, Optional
 
+import numpy as np
+
 from simkit import hardware as hw
 from simkit.core.errors import SimkitError, close_names
 from simkit.core.schema import build, spec
@@ -323,9 +325,15 @@ def _check_parallelism(loc: Located, s: PlanSpec) -> None:
                         f"{per_step * t.grad_accum_steps}")
 
 
-def default_master_weights(zero_stage):
-    """Where the fp32 master weights live when a plan does not say (see _derive_stack)."""
-    return "optimizer" if zero_stage in (1, 2) else "model"
+def default_master_weights(zero_stage, tensor_parallel=1, pipeline_parallel=1, context_parallel=1):
+    """Where the fp32 master weights live when a plan does not say (see _derive_stack); the parallel sizes
+    may be arrays (one per sweep row), and then so is the answer."""
+    model_parallel = (np.asarray(tensor_parallel) > 1) | (np.asarray(pipeline_parallel) > 1) \
+        | (np.asarray(context_parallel) > 1)
+    optimizer = (zero_stage in (1, 2)) | (model_parallel & (zero_stage == 0))
+    if np.ndim(optimizer) == 0:
+        return "optimizer" if optimizer else "model"
+    return np.where(optimizer, "optimizer", "model")
 
 
 def megatron_layout(tensor_parallel, pipeline_parallel, context_parallel, master_weights):
@@ -339,11 +347,15 @@ def _derive_stack(s: PlanSpec) -> None:
     sharding (ZeRO 1 and 2) keep 16-bit weights with an fp32 master copy in the optimizer; PyTorch DDP and
     FSDP keep fp32 weights under autocast. Tensor, pipeline and context parallelism and optimizer-side
     master weights are Megatron-Core / NeMo territory, which runs TransformerEngine's fused kernels; plain
-    DDP or FSDP is a PyTorch-native stack (torchtitan, llm-foundry, HF Trainer) running eager ops. The sweep
-    and search engine derives the same per row (simkit/search/engine.py)."""
+    DDP or FSDP is a PyTorch-native stack (torchtitan, llm-foundry, HF Trainer) running eager ops. Megatron-LM
+    also keeps 16-bit weights and fp32 main params in its optimizer without the distributed optimizer
+    (Float16Module + Float16OptimizerWithFloat16Params), so tensor, pipeline or context parallelism without
+    ZeRO defaults to optimizer-side master weights too. The sweep and search engine derives the same per row
+    (simkit/search/engine.py)."""
     t, p, m = s.training, s.parallelism, s.model
     if t.master_weights is None:
-        t.master_weights = default_master_weights(p.zero_stage)
+        t.master_weights = default_master_weights(p.zero_stage, p.tensor_parallel, p.pipeline_parallel,
+                                                  p.context_parallel)
     if m.kernels is None:
         megatron = megatron_layout(p.tensor_parallel, p.pipeline_parallel, p.context_parallel, t.master_weights)
         m.kernels = "fused" if megatron else "eager"

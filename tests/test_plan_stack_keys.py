@@ -98,7 +98,8 @@ def test_mxfp8_loads_on_blackwell(write):
     ("", None, "eager", "model"),                                         # PyTorch DDP under autocast
     ("  zero_stage: 3\n", 3, "eager", "model"),                           # FSDP keeps fp32 weights
     ("  zero_stage: 1\n", 1, "fused", "optimizer"),                       # Megatron distributed optimizer
-    ("  tensor_parallel: 2\n", None, "fused", "model"),                    # TP is Megatron-Core territory
+    ("  tensor_parallel: 2\n", None, "fused", "optimizer"),  # Megatron: Float16Module + fp32 main params
+    ("  tensor_parallel: 2\n  zero_stage: 3\n", 3, "fused", "model"),     # FSDP keeps fp32 weights, even with TP
 ])
 def test_stack_defaults_follow_the_layout(write, extra_parallel, zero, kernels, master):
     if "tensor_parallel" in extra_parallel:

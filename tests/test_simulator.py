@@ -155,3 +155,38 @@ def test_outputs_positive_and_finite(layers, heads, width, seq, micro, precision
     for key in ("step_time_s", "samples_per_s", "tokens_per_s", "epoch_time_s", "memory_per_device_bytes", "mfu"):
         assert math.isfinite(d[key]) and d[key] > 0, key
     assert all(math.isfinite(v) and v >= 0 for v in d["breakdown_s"].values())
+
+
+def _one_gpu(accum: int, **extra):
+    raw = {"model": {"n_layers": 4, "d_model": 1024, "n_heads": 16, "vocab_size": 32000, "seq_len": 1024},
+           "data": {"tokens": 1.0e9},
+           "training": {"global_batch_size": 2 * accum, "micro_batch_size": 2, "precision": "bf16", **extra},
+           "hardware": {"device": "h100-sxm"}}
+    return predict(load_plan(raw))
+
+
+@pytest.mark.parametrize("stack, bytes_per_micro_step, bytes_per_step", [
+    # Megatron's gradient-accumulation fusion: the weight-gradient GEMMs add into the fp32 main_grad buffer
+    # in their epilogue; the buffer is zeroed once per step (4 B per parameter written)
+    ({"master_weights": "optimizer"}, 0, 4),
+    # PyTorch autograd: each micro-step after the first adds its fp32 gradients into .grad:
+    # read 4 B, read 4 B, write 4 B per parameter at the achieved HBM bandwidth
+    ({"master_weights": "model"}, 3 * 4, 0),
+])
+def test_gradient_accumulation_pass_per_micro_step(stack, bytes_per_micro_step, bytes_per_step):
+    """On one device (no communication) eight micro-steps cost eight times the forward and backward of one,
+    plus, without accumulation fusion, one pass over the gradients for each micro-step after the first;
+    with it, the once-per-step zeroing is counted once instead of eight times."""
+    from simkit import hardware as hw
+    from simkit.model.cost import memory_time
+
+    one, eight = _one_gpu(1, **stack), _one_gpu(8, **stack)
+    device, params = hw.load_device("h100-sxm"), one.parameters
+    delta = {k: eight.breakdown_s[k] - 8 * one.breakdown_s[k] for k in ("forward", "backward")}
+    expected = 0.0
+    if bytes_per_micro_step:
+        expected += 7 * memory_time(device, bytes_per_micro_step * params)
+    if bytes_per_step:
+        expected -= 7 * memory_time(device, bytes_per_step * params)
+    assert delta["forward"] == pytest.approx(0.0, abs=1e-9)
+    assert delta["backward"] == pytest.approx(expected, rel=1e-6)

@@ -241,8 +241,14 @@ def _step_extras(c: Categorical, n: Numeric, prec, local, accum, shard, activati
     bshare = cost.host_shares(dev, n.devices_per_node)[1]
     states = local / (shard if c.zero_stage >= 1 else 1.0)
     grad_shard = local / (shard if c.zero_stage >= 2 else 1.0)
-    # gradient accumulation: micro-steps after the first add into the held gradients (read, read, write)
-    accumulate = (accum - 1) * cost.memory_time(dev, 3 * grad_shard * prec.grad_bytes) / bshare
+    if c.implementation == "fused" and c.master_weights == "optimizer":
+        # Megatron-LM's gradient-accumulation fusion (--gradient-accumulation-fusion, on by default; TE's
+        # fuse_wgrad_accumulation): every weight-gradient GEMM accumulates into the fp32 main_grad buffer in
+        # its epilogue (beta = 1), so no separate pass; the buffer is zeroed once per step (zero_grad_buffer)
+        accumulate = cost.memory_time(dev, grad_shard * prec.grad_bytes) / bshare
+    else:
+        # PyTorch autograd: micro-steps after the first add into the held gradients (read, read, write)
+        accumulate = (accum - 1) * cost.memory_time(dev, 3 * grad_shard * prec.grad_bytes) / bshare
     # autocast casts the fp32 weights to the compute dtype once per micro-step (read 4 B, write 2 B)
     cast_params = local / (shard if c.zero_stage >= 3 else 1.0)
     casts = accum * cost.memory_time(dev, cast_params * (prec.param_bytes + prec.weight_copy_bytes)) / bshare \

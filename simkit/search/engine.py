@@ -142,9 +142,10 @@ def _groups(batch: Batch) -> list[tuple[tuple, np.ndarray]]:
     return out
 
 
-def _stack(base) -> tuple[bool, str]:
-    """(whether the plan names its kernels, its master weights), for deriving the kernels per row."""
-    return base.raw.get("model", {}).get("kernels") is not None, base.training.master_weights
+def _stack(base) -> tuple[bool, bool]:
+    """(whether the plan names its kernels, whether it names its master weights), for deriving them per row."""
+    return (base.raw.get("model", {}).get("kernels") is not None,
+            base.raw.get("training", {}).get("master_weights") is not None)
 
 
 def evaluate(variant: Callable[[tuple], Any], batch: Batch, outputs=OUTPUT_KEYS,
@@ -193,15 +194,20 @@ def _evaluate_group(base, batch: Batch, rows: np.ndarray, result: dict, outputs)
     ok = reason == ""
     if not ok.any():
         return
-    named, master = _stack(base)
+    named_kernels, named_master = _stack(base)
     c0 = categorical_of(base)
-    if named:
-        parts = [(c0, ok)]
-    else:   # the kernels a plan that does not name them runs on, per row (plan._derive_stack)
-        megatron = plan_mod.megatron_layout(cols["parallelism.tensor_parallel"], cols["parallelism.pipeline_parallel"],
-                                            cols["parallelism.context_parallel"], master)
-        parts = [(dataclasses.replace(c0, implementation="fused"), ok & megatron),
-                 (dataclasses.replace(c0, implementation="eager"), ok & ~megatron)]
+    # what a plan that does not name its master weights and kernels runs on, per row (plan._derive_stack)
+    tp, pp, cp = (cols[f"parallelism.{k}_parallel"] for k in ("tensor", "pipeline", "context"))
+    if named_master:
+        master = np.full(len(tp), base.training.master_weights)
+    else:
+        master = np.broadcast_to(plan_mod.default_master_weights(base.parallelism.zero_stage, tp, pp, cp), tp.shape)
+    if named_kernels:
+        kernels = np.full(len(tp), c0.implementation)
+    else:
+        kernels = np.where(plan_mod.megatron_layout(tp, pp, cp, master), "fused", "eager")
+    parts = [(dataclasses.replace(c0, implementation=k, master_weights=m), ok & (kernels == k) & (master == m))
+             for k in ("fused", "eager") for m in ("optimizer", "model")]
     for c, sel in parts:
         if not sel.any():
             continue

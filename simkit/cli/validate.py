@@ -44,9 +44,15 @@ _SUITE_COLUMNS = [("name", "plan", tables.plain), ("shape", "dp x mb x ga, preci
               help="Flush subnormal floats to zero on CPU (random-token training produces many; x86 handles "
               "them on a slow path).")
 @click.option("--plot", type=click.Path(dir_okay=False), help="Write a predicted-vs-measured scatter (PNG).")
+@click.option("--cv", type=click.Choice(["source"]),
+              help="With --published: leave-one-source-out (fit the free parameters on the other sources, predict "
+              "each source), few-shot fits, and the interval's coverage by source. The files may also be "
+              "validate --record JSONL or CSV/Parquet runs.")
+@click.option("--write-interval", type=click.Path(dir_okay=False),
+              help="With --cv source: write the interval per kind of profile (e.g. simkit/presets/model_error.yaml).")
 @click.option("--json", "as_json", is_flag=True, help="Print the results as JSON.")
 def validate_cmd(plan, suite, published, steps, warmup, profiles, record, overrides, threads, device, no_scale_down,
-                 max_step_s, flush_denormal, plot, as_json):
+                 max_step_s, flush_denormal, plot, cv, write_interval, as_json):
     """Compare predicted and measured step time: train PLAN (or every plan of --suite) here for real,
     or score the cases of published-cases files (--published FILE [FILE ...])."""
     if published:
@@ -57,9 +63,17 @@ def validate_cmd(plan, suite, published, steps, warmup, profiles, record, overri
     plan = plan[0] if plan else None
     if sum(bool(x) for x in (plan, suite, published)) != 1:
         raise SimkitError("give exactly one of PLAN, --suite FOLDER or --published FILE [FILE ...]")
+    if (cv or write_interval) and not published:
+        raise SimkitError("--cv and --write-interval apply to --published FILE [FILE ...]")
+    if write_interval and not cv:
+        raise SimkitError("--write-interval needs --cv source (the interval comes from held-out residuals)")
     if published:
         if profiles or record or overrides:
             raise SimkitError("--profile, --record and --set apply to live runs (PLAN or --suite), not --published")
+        if cv:
+            from simkit.cli.crossval import cross_validate
+
+            return cross_validate(list(published), write_interval, as_json)
         return _published(list(published), plot, as_json)
     from simkit.validate import live as v
 

@@ -24,52 +24,75 @@ RUNS_HELP = ("published-cases YAML, `simkit validate --record` JSONL, or CSV/Par
 @click.option("--params", metavar="NAME[,NAME...]",
               help="Parameters to fit (gemm, attention, memory, network, overlap) [default: those the runs are "
               "sensitive to, the most influential first, at most one per run].")
+@click.option("--check", "check", multiple=True, type=click.Path(dir_okay=False), metavar="RUNS",
+              help="Other measured runs (same device) to predict with and without the fit: a held-out test. Repeatable.")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
-def fit_cmd(runs, output, device_name, params, as_json):
+def fit_cmd(runs, output, device_name, params, check, as_json):
     """Fit the model's free parameters to measured RUNS (files of """ + RUNS_HELP + """) by robust least
     squares in log space, regularized toward the defaults; report the error before and after (and held out),
     and write a profile overlay (--output)."""
     from simkit.search import fit as F
     from simkit.validate import crossval
-    from simkit.validate.runs import load_run_plans, load_runs
 
     if not runs:
         raise SimkitError(f"no runs given: simkit fit RUNS... --output FILE, with RUNS files of {RUNS_HELP}")
     if not output:
         raise SimkitError("give --output FILE: the profile overlay to write")
     names = _names(params)
-    all_runs = load_runs(runs)
-    all_plans = load_run_plans(all_runs)
-    keep = _select(all_plans, device_name)
-    chosen, plans = [all_runs[i] for i in keep], [all_plans[i] for i in keep]
+    chosen, plans, ignored = _runs(runs, device_name)
     measured = [r.measured_step_time_s for r in chosen]
     if names and len(names) > len(chosen):
         raise SimkitError(f"{len(chosen)} run{'s' * (len(chosen) != 1)} cannot fit {len(names)} parameters "
                           f"({', '.join(names)}): give at least {len(names)} runs or name at most {len(chosen)} "
                           "with --params")
+    checks = _runs(check, _device_key(plans[0].device)) if check else None
     say = _progress(as_json)
     say(f"fitting {len(chosen)} runs on {plans[0].device.name} ...")
     result = F.fit(F.Evaluator(plans), measured, names, strict=bool(names))
-    held, label = crossval.few_shot_loo(plans, measured, result.names or None,
-                                        progress=lambda i, n: say(f"{label_of(len(chosen))}: {i}/{n}"))
-    device = plans[0].device
-    note = f"{', '.join(Path(p).name for p in runs)}, {datetime.date.today().isoformat()}"
-    from simkit.core.yamlio import write_atomic
-    from simkit.hardware.overlay import overlay_text
-
-    header = (f"Written by simkit fit {' '.join(runs)} --output {output}\n"
-              f"{len(chosen)} runs on {device.name}; fitted: "
-              + (", ".join(f"{n} {result.values[n]:.4g}" for n in result.names) or "nothing"))
-    write_atomic(output, overlay_text(device, result.values, result.stderr, runs=len(chosen), note=note,
-                                      header=header))
-    doc = _document(result, held, label, chosen, all_runs, device, output)
+    held, label = result.before, "leave-one-out"
+    if result.names:
+        held, label = crossval.few_shot_loo(plans, measured, result.names,
+                                            progress=lambda i, n: say(f"{F.cv_folds(len(chosen))[1]}: {i}/{n}"))
+    say("")
+    _write(output, runs, plans[0].device, result, len(chosen))
+    doc = _document(result, held, label, chosen, ignored, plans[0].device, output)
+    if checks:
+        doc["check"] = _check(checks, result.values)
     click.echo(json.dumps(doc, indent=2) if as_json else _text(doc))
 
 
-def label_of(n: int) -> str:
-    from simkit.search.fit import cv_folds
+def _runs(paths, device_name):
+    """(runs, plans, ignored count) of the files, those on one device."""
+    from simkit.validate.runs import load_run_plans, load_runs
 
-    return cv_folds(n)[1]
+    all_runs = load_runs(paths)
+    all_plans = load_run_plans(all_runs)
+    keep = _select(all_plans, device_name)
+    return [all_runs[i] for i in keep], [all_plans[i] for i in keep], len(all_runs) - len(keep)
+
+
+def _write(output, runs, device, result, count: int) -> None:
+    from simkit.core.yamlio import write_atomic
+    from simkit.hardware.overlay import overlay_text
+
+    note = f"{', '.join(Path(p).name for p in runs)}, {datetime.date.today().isoformat()}"
+    header = (f"Written by simkit fit {' '.join(runs)} --output {output}\n{count} runs on {device.name}; fitted: "
+              + (", ".join(f"{n} {result.values[n]:.4g}" for n in result.names) or "nothing"))
+    write_atomic(output, overlay_text(device, result.values, result.stderr, runs=count, note=note, header=header))
+
+
+def _check(checks, values) -> dict:
+    """Errors of other runs predicted with the defaults and with the fitted values."""
+    import numpy as np
+
+    from simkit.search.fit import Evaluator
+    from simkit.validate.crossval import summary
+
+    runs, plans, ignored = checks
+    ev = Evaluator(plans)
+    measured = np.array([r.measured_step_time_s for r in runs])
+    return {"runs": len(runs), "ignored_runs": ignored,
+            "defaults": summary(ev.step_times({}) / measured - 1), "fitted": summary(ev.step_times(values) / measured - 1)}
 
 
 def _names(params: str | None) -> list[str] | None:
@@ -104,7 +127,7 @@ def _select(plans, name: str | None) -> list[int]:
             raise SimkitError(f"runs on {len(keys)} devices: {listed}; say which to fit with --device NAME")
         return next(iter(keys.values()))
     wanted = str(Path(name).resolve()) if ("/" in name or name.endswith((".yaml", ".yml"))) else None
-    hits = [i for k, idx in keys.items() for i in idx if k == wanted or plans[idx[0]].device.name == name]
+    hits = [i for k, idx in keys.items() for i in idx if name in (k, wanted, plans[idx[0]].device.name)]
     if not hits:
         raise SimkitError(f"--device {name!r}: no run is on it; the runs are on "
                           + ", ".join(sorted(set(labels.values()))))
@@ -127,7 +150,7 @@ def _progress(quiet: bool):
     return say
 
 
-def _document(result, held, label, chosen, all_runs, device, output) -> dict:
+def _document(result, held, label, chosen, ignored, device, output) -> dict:
     import numpy as np
 
     from simkit.search.fit import LINEAR, PRIOR_SIGMA
@@ -137,7 +160,7 @@ def _document(result, held, label, chosen, all_runs, device, output) -> dict:
     params = [{"name": n, "value": result.values[n], "stderr": result.stderr[n],
                "prior": {"value": 1.0, "sigma": PRIOR_SIGMA, "scale": "linear" if n in LINEAR else "log"},
                "sensitivity": result.sensitivity[n]} for n in result.names]
-    return {"runs": len(chosen), "ignored_runs": len(all_runs) - len(chosen), "device": device.name,
+    return {"runs": len(chosen), "ignored_runs": ignored, "device": device.name,
             "base_profile": device.path, "had_fitted": dict(device.fitted), "parameters": params,
             "not_fitted": result.skipped, "converged": result.converged, "evaluations": result.evaluations,
             "errors": {"defaults": err(result.before), "fitted_in_sample": err(result.after),
@@ -173,9 +196,20 @@ def _text(doc: dict) -> str:
     lines += ["", "step time error over the runs:",
               tables.table(table, [("what", "", tables.plain), ("mape", "MAPE", pct), ("max_ape", "max", pct),
                                    ("mean_error", "mean error", tables.percent)], indent="  "),
+              *_check_lines(doc.get("check")),
               "", f"wrote {doc['output']}: use it with hardware.device: {doc['output']} "
               f"(or --set hardware.device={doc['output']}, or validate --profile {doc['output']})"]
     return "\n".join(lines)
+
+
+def _check_lines(check: dict | None) -> list[str]:
+    if not check:
+        return []
+    pct = lambda x: tables.percent(x, signed=False)  # noqa: E731
+    rows = [{"what": "defaults (no fit)", **check["defaults"]}, {"what": "fitted", **check["fitted"]}]
+    return ["", f"step time error over the {check['runs']} --check runs (not used by the fit):",
+            tables.table(rows, [("what", "", tables.plain), ("mape", "MAPE", pct), ("max_ape", "max", pct),
+                                ("mean_error", "mean error", tables.percent)], indent="  ")]
 
 
 def _values(values: dict) -> str:

@@ -71,9 +71,7 @@ def validate_cmd(plan, suite, published, steps, warmup, profiles, record, overri
         if profiles or record or overrides:
             raise SimkitError("--profile, --record and --set apply to live runs (PLAN or --suite), not --published")
         if cv:
-            from simkit.cli.crossval import cross_validate
-
-            return cross_validate(list(published), write_interval, as_json)
+            return _cross_validate(list(published), write_interval, as_json)
         return _published(list(published), plot, as_json)
     from simkit.validate import live as v
 
@@ -265,3 +263,33 @@ def _published_text(path: str, score: dict) -> str:
         if len(score["skipped"]) > 10:
             lines.append(f"  ... and {len(score['skipped']) - 10} more (see --json)")
     return "\n".join(lines)
+
+
+def _cross_validate(paths: list[str], write_interval: str | None, as_json: bool) -> None:
+    """--published FILES --cv source [--write-interval FILE]: leave one source out, few-shot, the interval."""
+    import datetime
+    import sys
+
+    from simkit.core.yamlio import read_yaml, write_atomic
+    from simkit.report.crossval import crossval_text
+    from simkit.validate import crossval as cv
+    from simkit.validate.runs import load_run_plans, load_runs
+
+    tty = sys.stderr.isatty() and not as_json
+    say = (lambda text: click.echo(f"\r{text}\033[K", err=True, nl=False)) if tty else None
+    runs = load_runs(paths)
+    plans = load_run_plans(runs)
+    loso = cv.leave_source_out(runs, plans, progress=say)
+    shots = cv.few_shot(runs, plans, progress=say)
+    found = cv.intervals(loso, shots)
+    if tty:
+        click.echo("\r\033[K", err=True, nl=False)
+    if write_interval:
+        existing = read_yaml(write_interval).data if Path(write_interval).exists() else {}
+        write_atomic(write_interval, cv.interval_yaml(found, existing if isinstance(existing, dict) else {}, paths,
+                                                      datetime.date.today().isoformat()))
+    if as_json:
+        click.echo(json.dumps({"leave_source_out": loso, "few_shot": shots, "intervals": found,
+                               "interval_file": write_interval}, indent=2, default=float))
+        return
+    click.echo(crossval_text(" + ".join(paths), len(runs), loso, shots, found, write_interval))

@@ -84,6 +84,24 @@ def test_csv_errors_name_the_row_and_column(tmp_path):
         load_runs([path])
 
 
+def test_parquet_rows_load_like_csv(tmp_path):
+    pd = pytest.importorskip("pandas")
+    pytest.importorskip("pyarrow")
+    frame = pd.DataFrame({"id": ["a", "b"], "model.n_layers": [12, 24], "model.d_model": [768, 1024],
+                          "model.n_heads": [12, 15], "model.vocab_size": [50304, 50304], "model.seq_len": [1024, 2048],
+                          "training.global_batch_size": [8, 4], "training.micro_batch_size": [8, 4],
+                          "hardware.device": ["a100-80gb", "a100-80gb"], "step_time_s": [0.5, 1.2]})
+    path = tmp_path / "runs.parquet"
+    frame.to_parquet(path)
+    runs = load_runs([path])
+    assert [(r.id, r.where, r.measured_step_time_s) for r in runs] == [("a", f"{path}: row 1", 0.5),
+                                                                        ("b", f"{path}: row 2", 1.2)]
+    with pytest.raises(SimkitError) as err:
+        load_run_plans(runs)
+    assert str(err.value) == (f"{path} (row 2): model.n_heads: run 'b': 15 does not divide d_model 1024; allowed: "
+                              "a divisor of 1024")
+
+
 def test_unknown_run_file_kind(tmp_path):
     with pytest.raises(SimkitError, match=r"unknown kind of runs file '.txt'"):
         load_runs([tmp_path / "runs.txt"])

@@ -28,9 +28,12 @@ RUNS_HELP = ("published-cases YAML, `simkit validate --record` JSONL, or CSV/Par
               help="Other measured runs (same device) to predict with and without the fit: a held-out test. Repeatable.")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
 def fit_cmd(runs, output, device_name, params, check, as_json):
-    """Fit the model's free parameters to measured RUNS (files of """ + RUNS_HELP + """) by robust least
-    squares in log space, regularized toward the defaults; report the error before and after (and held out),
-    and write a profile overlay (--output)."""
+    """Fit the model's free parameters to measured RUNS by robust least squares in log space, regularized toward
+    the defaults; report the error before, after and held out, and write a profile overlay (--output) that
+    `hardware.device: FILE` uses.
+
+    RUNS: published-cases YAML, `simkit validate --record` JSONL, or CSV/Parquet with plan keys as columns
+    (model.n_layers, hardware.device, ...) and step_time_s or tokens_per_s."""
     from simkit.search import fit as F
     from simkit.validate import crossval
 

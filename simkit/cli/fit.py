@@ -16,6 +16,11 @@ RUNS_HELP = ("published-cases YAML, `simkit validate --record` JSONL, or CSV/Par
              "(model.n_layers, hardware.device, ...) and step_time_s or tokens_per_s")
 
 
+_pct = lambda x: tables.percent(x, signed=False)  # noqa: E731
+_ERROR_COLUMNS = [("what", "", tables.plain), ("mape", "MAPE", _pct), ("median_ape", "median", _pct),
+                  ("max_ape", "max", _pct), ("mean_error", "mean error", tables.percent)]
+
+
 @click.command("fit")
 @click.argument("runs", nargs=-1, type=click.Path(dir_okay=False))
 @click.option("--output", "-o", type=click.Path(dir_okay=False), help="The profile overlay to write (YAML).")
@@ -176,7 +181,6 @@ def _document(result, held, label, chosen, ignored, device, output) -> dict:
 
 
 def _text(doc: dict) -> str:
-    pct = lambda x: tables.percent(x, signed=False)  # noqa: E731
     lines = [f"simkit fit: {doc['runs']} run{'s' * (doc['runs'] != 1)} on {doc['device']}"
              + (f" ({doc['ignored_runs']} on other devices ignored)" if doc["ignored_runs"] else "")]
     if doc["had_fitted"]:
@@ -197,8 +201,7 @@ def _text(doc: dict) -> str:
     table = [{"what": "defaults (no fit)", **e["defaults"]}, {"what": "fitted, in-sample", **e["fitted_in_sample"]},
              {"what": f"fitted, {e['held_out_method']}", **e["fitted_held_out"]}]
     lines += ["", "step time error over the runs:",
-              tables.table(table, [("what", "", tables.plain), ("mape", "MAPE", pct), ("max_ape", "max", pct),
-                                   ("mean_error", "mean error", tables.percent)], indent="  "),
+              tables.table(table, _ERROR_COLUMNS, indent="  "),
               *_check_lines(doc.get("check")),
               "", f"wrote {doc['output']}: use it with hardware.device: {doc['output']} "
               f"(or --set hardware.device={doc['output']}, or validate --profile {doc['output']})"]
@@ -208,11 +211,9 @@ def _text(doc: dict) -> str:
 def _check_lines(check: dict | None) -> list[str]:
     if not check:
         return []
-    pct = lambda x: tables.percent(x, signed=False)  # noqa: E731
     rows = [{"what": "defaults (no fit)", **check["defaults"]}, {"what": "fitted", **check["fitted"]}]
     return ["", f"step time error over the {check['runs']} --check runs (not used by the fit):",
-            tables.table(rows, [("what", "", tables.plain), ("mape", "MAPE", pct), ("max_ape", "max", pct),
-                                ("mean_error", "mean error", tables.percent)], indent="  ")]
+            tables.table(rows, _ERROR_COLUMNS, indent="  ")]
 
 
 def _values(values: dict) -> str:

@@ -219,7 +219,8 @@ def interval_yaml(found: dict, existing: dict, files: list[str], date: str) -> s
             doc[kind] = {"low": round(f["low"], 4), "median": round(f["median"], 4), "high": round(f["high"], 4),
                          "runs": f["count"], "sources": f["sources"],
                          "source": f"simkit validate --cv source on {names}, {date}: {f['residuals']}, "
-                                   f"{f['count']} runs from {f['sources']} sources, each source weighted equally; "
+                                   f"{f['count']} runs from {f['sources']} source{'s' * (f['sources'] != 1)}, each "
+                                   "source weighted equally; "
                                    f"empirical coverage {f['overall']['coverage']:.0%} of the runs"
                                    + _held_note(f['overall']['coverage_held_out'])}
         elif kind in existing:

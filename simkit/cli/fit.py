@@ -59,7 +59,7 @@ def fit_cmd(runs, output, device_name, params, check, as_json):
     result = F.fit(F.Evaluator(plans), measured, names, strict=bool(names))
     held, label = result.before, "leave-one-out"
     if result.names:
-        held, label = crossval.few_shot_loo(plans, measured, result.names,
+        held, label = crossval.fit_held_out(plans, measured, result.names,
                                             progress=lambda i, n: say(f"{F.cv_folds(len(chosen))[1]}: {i}/{n}"))
     say("")
     _write(output, runs, plans[0].device, result, len(chosen))

@@ -121,7 +121,7 @@ def few_shot(runs, plans, k: int = FEW_SHOT_FIT, min_runs: int = MIN_FEW_SHOT_RU
     return {"units": out_units, "rows": out_rows}
 
 
-def few_shot_loo(plans, measured, names=None, progress=None) -> tuple[np.ndarray, str]:
+def fit_held_out(plans, measured, names=None, progress=None) -> tuple[np.ndarray, str]:
     """Held-out residuals of a fit on the runs: leave-one-out for up to 10 runs, else 10-fold."""
     folds, label = cv_folds(len(measured))
     residuals, _ = held_out(plans, measured, folds, names, progress)

@@ -3,6 +3,7 @@ opens it in Chromium)."""
 from __future__ import annotations
 
 import base64
+import math
 import re
 from pathlib import Path
 
@@ -50,7 +51,9 @@ def test_report_is_self_contained_and_holds_every_part(runner, tmp_path):
     assert "h100-sxm</b> (catalogue entry)" in page and "ib-ndr" in page and "datasheet" in page.lower()
     # the model's validated accuracy for catalogue hardware, with where that number comes from
     error = known_errors()["catalogue"]
-    assert f"{100 * error['mape']:.1f} %" in page and error["source"].split(":")[0] in page
+    low_pct, high_pct = (100 * (math.exp(error[k]) - 1) for k in ("low", "high"))
+    assert f"between <b>{low_pct:+.1f} %</b> and <b>{high_pct:+.1f} %</b>" in page
+    assert error["source"].split(":")[0] in page
     # the plan file as written, escaped, and the commands that reproduce the page
     assert "# Llama 3 70B pre-training on 8 DGX H100 nodes" in page
     assert f"simkit report {LLAMA} --nodes 4,8,16 --output {tmp_path / 'report.html'}" in page

@@ -17,6 +17,7 @@ _COMMANDS = {
     "estimate": ("simkit.cli.predict", "estimate_cmd", "Quick 6*N*D compute estimate of a training run."),
     "hardware": ("simkit.cli.hardware", "hardware_cmd", "List and show the catalogue; plot a calibrated profile."),
     "calibrate": ("simkit.cli.calibrate", "calibrate_cmd", "Measure this machine and write a calibrated profile."),
+    "fit": ("simkit.cli.fit", "fit_cmd", "Fit the model's free parameters to measured runs; write a profile overlay."),
     "validate": ("simkit.cli.validate", "validate_cmd", "Compare predictions with real training runs or published data."),
     "history": ("simkit.cli.history", "history_cmd", "Calibration history: list, show, compare, check, plot."),
     "plot": ("simkit.cli.plot", "plot_cmd", "Draw step breakdown, memory, scaling or accuracy as PNG/SVG."),

@@ -41,7 +41,8 @@ def format_prediction(plan, pred) -> str:
     lo, hi = pred.step_time_interval_s
     out = [_rows(_header(plan, pred)), ""]
     epochs = plan.spec.data.epochs if plan.spec.data else 1
-    summary = [("Step time", f"{human_duration(pred.step_time_s)}  (interval {human_duration(lo)} - {human_duration(hi)})"),
+    interval = f"{pred.step_time_interval_coverage * 100:.0f} % interval {human_duration(lo)} - {human_duration(hi)}"
+    summary = [("Step time", f"{human_duration(pred.step_time_s)}  ({interval})"),
                ("Throughput", f"{pred.samples_per_s:,.1f} samples/s, {pred.tokens_per_s:,.0f} tokens/s"),
                ("MFU", f"{pred.mfu * 100:.1f} %  (model FLOPs / (step time x devices x dense {plan.training.precision} peak))")]
     if pred.iterations_per_epoch is not None:

@@ -27,7 +27,7 @@ def report_cmd(plan_file, overrides, nodes_text, scale_batch, output):
     from simkit import __version__
     from simkit.core.yamlio import write_atomic
     from simkit.model.step import predict
-    from simkit.model.uncertainty import known_errors
+    from simkit.model.uncertainty import coverage, known_errors, profile_kind
     from simkit.plan import load_plan
     from simkit.report.html import ReportInputs, report_page
     from simkit.search.scaling import default_nodes, parse_nodes
@@ -36,9 +36,9 @@ def report_cmd(plan_file, overrides, nodes_text, scale_batch, output):
     plan = load_plan(plan_file, overrides)
     pred = predict(plan)
     nodes = parse_nodes(nodes_text) if nodes_text else default_nodes(plan.hw.nodes)
-    kind = "calibrated" if plan.device.calibration is not None else "catalogue"
+    kind = profile_kind(plan.device)
     inputs = ReportInputs(plan=plan, prediction=pred, plan_file=plan_file, plan_text=_read(plan_file),
-                          overrides=overrides, accuracy={"kind": kind, **known_errors()[kind]},
+                          overrides=overrides, accuracy={"kind": kind, "coverage": coverage(), **known_errors()[kind]},
                           version=__version__, generated_utc=dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M"),
                           profile_text=_read(plan.device.path) if plan.device.calibration is not None else None)
     inputs.images = _step_images(plan_file, plan, pred)

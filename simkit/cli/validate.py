@@ -47,9 +47,15 @@ _SUITE_COLUMNS = [("name", "plan", tables.plain), ("shape", "dp x mb x ga, preci
               "them on a slow path).")
 @click.option("--plot", type=click.Path(dir_okay=False),
               help="Write a predicted-vs-measured scatter (PNG or SVG, by the file's extension).")
+@click.option("--cv", type=click.Choice(["source"]),
+              help="With --published: leave-one-source-out (fit the free parameters on the other sources, predict "
+              "each source), few-shot fits, and the interval's coverage by source. The files may also be "
+              "validate --record JSONL or CSV/Parquet runs.")
+@click.option("--write-interval", type=click.Path(dir_okay=False),
+              help="With --cv source: write the interval per kind of profile (e.g. simkit/presets/model_error.yaml).")
 @click.option("--json", "as_json", is_flag=True, help="Print the results as JSON.")
 def validate_cmd(plan, suite, published, steps, warmup, profiles, record, overrides, threads, device, no_scale_down,
-                 max_step_s, flush_denormal, plot, as_json):
+                 max_step_s, flush_denormal, plot, cv, write_interval, as_json):
     """Compare predicted and measured step time: train PLAN (or every plan of --suite) here for real,
     or score the cases of published-cases files (--published FILE [FILE ...])."""
     if plot:
@@ -62,9 +68,15 @@ def validate_cmd(plan, suite, published, steps, warmup, profiles, record, overri
     plan = plan[0] if plan else None
     if sum(bool(x) for x in (plan, suite, published)) != 1:
         raise SimkitError("give exactly one of PLAN, --suite FOLDER or --published FILE [FILE ...]")
+    if (cv or write_interval) and not published:
+        raise SimkitError("--cv and --write-interval apply to --published FILE [FILE ...]")
+    if write_interval and not cv:
+        raise SimkitError("--write-interval needs --cv source (the interval comes from held-out residuals)")
     if published:
         if profiles or record or overrides:
             raise SimkitError("--profile, --record and --set apply to live runs (PLAN or --suite), not --published")
+        if cv:
+            return _cross_validate(list(published), write_interval, as_json)
         return _published(list(published), plot, as_json)
     from simkit.validate import live as v
 
@@ -259,3 +271,33 @@ def _published_text(path: str, score: dict) -> str:
         if len(score["skipped"]) > 10:
             lines.append(f"  ... and {len(score['skipped']) - 10} more (see --json)")
     return "\n".join(lines)
+
+
+def _cross_validate(paths: list[str], write_interval: str | None, as_json: bool) -> None:
+    """--published FILES --cv source [--write-interval FILE]: leave one source out, few-shot, the interval."""
+    import datetime
+    import sys
+
+    from simkit.core.yamlio import read_yaml, write_atomic
+    from simkit.report.crossval import crossval_text
+    from simkit.validate import crossval as cv
+    from simkit.validate.runs import load_run_plans, load_runs
+
+    tty = sys.stderr.isatty() and not as_json
+    say = (lambda text: click.echo(f"\r{text}\033[K", err=True, nl=False)) if tty else None
+    runs = load_runs(paths)
+    plans = load_run_plans(runs)
+    loso = cv.leave_source_out(runs, plans, progress=say)
+    shots = cv.few_shot(runs, plans, progress=say)
+    found = cv.intervals(loso, shots)
+    if tty:
+        click.echo("\r\033[K", err=True, nl=False)
+    if write_interval:
+        existing = read_yaml(write_interval).data if Path(write_interval).exists() else {}
+        write_atomic(write_interval, cv.interval_yaml(found, existing if isinstance(existing, dict) else {}, paths,
+                                                      datetime.date.today().isoformat()))
+    if as_json:
+        click.echo(json.dumps({"leave_source_out": loso, "few_shot": shots, "intervals": found,
+                               "interval_file": write_interval}, indent=2, default=float))
+        return
+    click.echo(crossval_text(" + ".join(paths), len(runs), loso, shots, found, write_interval))

@@ -119,6 +119,8 @@ class Prediction:
     model_flop_per_step: float
     device_hours: float | None = None
     cost_usd: float | None = None
+    step_time_interval_coverage: float | None = None
+    """The share of real runs `step_time_interval_s` is meant to hold (model/uncertainty.py), e.g. 0.8."""
     memory_allocated_peak_bytes: float = 0.0
     """torch.cuda.max_memory_allocated: model states, activations and buffers at the peak."""
     memory_reserved_peak_bytes: float = 0.0
@@ -584,7 +586,7 @@ def _pipeline_info(plan, r) -> dict:
 
 def predict(plan) -> Prediction:
     """Predict one validated plan (simkit.plan.Plan)."""
-    from simkit.model.uncertainty import step_interval
+    from simkit.model.uncertainty import coverage as interval_coverage, step_interval
 
     r = simulate(categorical(plan), numeric(plan))
     step = _f(r["step_time_s"])
@@ -606,6 +608,7 @@ def predict(plan) -> Prediction:
             for kind in COMM_KINDS}
     return Prediction(
         step_time_s=step, step_time_interval_s=step_interval(plan, step, breakdown),
+        step_time_interval_coverage=interval_coverage(),
         samples_per_s=_f(r["samples_per_s"]), tokens_per_s=_f(r["tokens_per_s"]),
         iterations_per_epoch=int(iters) if has_data else None,
         epoch_time_s=_f(r["epoch_time_s"]) if has_data else None, total_time_s=total,

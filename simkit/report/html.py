@@ -163,10 +163,18 @@ def _accuracy(r: ReportInputs) -> str:
     a = r.accuracy
     if not a:
         return ""
-    kind = "calibrated profiles" if a["kind"] == "calibrated" else "catalogue (datasheet) hardware"
+    kind = {"calibrated": "calibrated profiles", "fitted": "profiles fitted to the user's own runs"}.get(
+        a["kind"], "catalogue (datasheet) hardware")
+    if "low" in a:
+        cover = 100 * float(a.get("coverage", 0.8))
+        lo, hi = (100 * (math.exp(float(a[k])) - 1) for k in ("low", "high"))
+        claim = (f"the measured step time of {cover:.0f} % of held-out runs lay between <b>{lo:+.1f} %</b> and "
+                 f"<b>{hi:+.1f} %</b> of the prediction")
+    else:
+        claim = (f"simkit's predicted step time has been off by <b>{100 * float(a['mape']):.1f} %</b> on average "
+                 "(mean absolute percentage error)")
     return ('<h2 id="accuracy">How accurate is this?</h2>\n'
-            f"<p>On {kind}, simkit's predicted step time has been off by <b>{100 * float(a['mape']):.1f} %</b> on "
-            f"average (mean absolute percentage error) where it was checked against measurements:</p>\n"
+            f"<p>On {kind}, {claim} where it was checked against measurements:</p>\n"
             f"<p class=\"note\">{_e(a['source'])}</p>")
 
 

@@ -143,7 +143,7 @@ PLAN_CASES = [
      "{path}:7: data: expected a mapping of keys, got int 5"),
     ("no device", [("device: a100-80gb", "nodes: 1")],
      "{path}:13: hardware: missing required key 'device' (or give a 'system')"),
-    ("several devices, no intra_node", [("  device: a100-80gb\n", "  device: a100-80gb\n  devices_per_node: 4\n")],
+    ("several devices, no intra_node", [("  device: a100-80gb\n", "  device: cpu\n  devices_per_node: 4\n")],
      "{path}:13: hardware.intra_node: required when devices_per_node > 1 (an interconnect name, e.g. nvlink3 or "
      "pcie4), or use a profile calibrated with --comm"),
     ("several nodes, no inter_node", [("  device: a100-80gb\n", "  device: a100-80gb\n  nodes: 4\n")],

@@ -62,6 +62,7 @@ def format_prediction(plan, pred) -> str:
         out += [f"  {note}" for note in pred.placement]
     for w in pred.warnings:
         out.append(f"warning: {w}")
+    out += [f"assumed: {a}" for a in pred.assumptions]  # what the plan left out and simkit filled in
     return "\n".join(out)
 
 

@@ -1,6 +1,7 @@
 """Reading the `calibration:` section of a calibrated device profile (see docs/DESIGN.md).
 
-Malformed sections fail like every other bad input: one line naming the file, line and key."""
+Malformed sections fail like every other bad input: one line naming the file, line and key, for
+every section that has a problem (each section is read on its own; unknown keys are all reported)."""
 from __future__ import annotations
 
 import math
@@ -39,7 +40,8 @@ def _mapping(loc: Located, value: Any, path: tuple, allowed: tuple[str, ...] | N
     if allowed is not None:
         for key in value:
             if key not in allowed:
-                raise loc.error(path + (key,), f"unknown key; {close_names(str(key), allowed)}")
+                loc.report(path + (key,), f"unknown key; {close_names(str(key), allowed)}")
+        return {key: item for key, item in value.items() if key in allowed}
     return value
 
 
@@ -144,12 +146,15 @@ def _concurrent_matmul(loc: Located, data: dict, path: tuple) -> dict | None:
 
 
 def parse_calibration(loc: Located, data: Any, path: tuple) -> Calibration:
+    """The `calibration:` section; each part is read on its own, so every broken part is reported."""
     data = _mapping(loc, data, path, SECTION_KEYS)
-    env = _mapping(loc, data.get("environment"), path + ("environment",))
+    part = loc.problems.call
+    env = part(_mapping, loc, data.get("environment"), path + ("environment",), default={})
+    coll = path + ("collectives",)
     return Calibration(date=str(data.get("date", "")), environment=dict(env),
-                       matmul=_matmul(loc, data, path + ("matmul",)),
-                       memory_bandwidth=_bandwidth(loc, data, path + ("memory_bandwidth",)),
-                       attention=_attention(loc, data, path + ("attention",)),
-                       collectives=_collectives(loc, data, path + ("collectives",)), raw=data,
-                       collectives_inter=_inter_collectives(loc, data, path + ("collectives",)),
-                       concurrent_matmul=_concurrent_matmul(loc, data, path + ("collectives",)))
+                       matmul=part(_matmul, loc, data, path + ("matmul",), default={}),
+                       memory_bandwidth=part(_bandwidth, loc, data, path + ("memory_bandwidth",), default={}),
+                       attention=part(_attention, loc, data, path + ("attention",), default=()),
+                       collectives=part(_collectives, loc, data, coll, default={}), raw=data,
+                       collectives_inter=part(_inter_collectives, loc, data, coll, default={}),
+                       concurrent_matmul=part(_concurrent_matmul, loc, data, coll))

@@ -64,6 +64,8 @@ class Device:
     calibration: Calibration | None = None
     sources: dict[str, str] = field(default_factory=dict, repr=False)
     path: str = ""
+    native_link: str | None = None
+    """The interconnect a node of these devices has unless a plan names one (catalogue name)."""
 
     def peak(self, dtype: str) -> float | None:
         return self.peak_flop_per_s.get(dtype)

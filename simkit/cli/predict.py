@@ -132,15 +132,20 @@ def sweep_cmd(plan_file, varies, overrides, output):
     """Predict every combination of the varied keys of PLAN_FILE (vectorized); invalid rows get a reason."""
     import time
 
+    from simkit.cli.signals import interruptible
+    from simkit.core.files import check_writable, write_atomic
     from simkit.search.sweep import run_sweep
-    from simkit.core.yamlio import write_atomic
 
+    if output:
+        check_writable(output, "--output")  # before the sweep: a full disk or read-only folder is one line now
     t0 = time.perf_counter()
-    df = run_sweep(plan_file, list(varies), tuple(overrides))
+    with interruptible(f"{output} was not written (an earlier file there is untouched)" if output else "stopped"):
+        df = run_sweep(plan_file, list(varies), tuple(overrides))
+        if output:
+            write_atomic(output, df.to_csv(index=False))
     elapsed = time.perf_counter() - t0
     valid = int((df["reason"] == "").sum())
     if output:
-        write_atomic(output, df.to_csv(index=False))
         click.echo(f"{len(df):,} combinations ({valid:,} valid) in {elapsed:.2f} s -> {output}")
     else:
         click.echo(df.to_string(index=False, max_rows=60))

@@ -23,11 +23,12 @@ class SimkitError(Exception):
 
     def __init__(self, message: str, *, file: str | None = None, line: int | None = None,
                  key: str | None = None):
+        message = one_line(message)
         super().__init__(message)
         self.message = message
-        self.file = file
+        self.file = one_line(file) if file is not None else None
         self.line = line
-        self.key = key
+        self.key = one_line(key) if key is not None else None
 
     def __str__(self) -> str:
         where = ""
@@ -113,6 +114,15 @@ class Problems:
             raise self._errors[0]
         if self._errors:
             raise SimkitErrors(self._errors)
+
+
+def one_line(text: str) -> str:
+    """`text` with line breaks and other control characters written as escapes: every error is one line
+    however odd the key or value it quotes (a YAML key may hold a newline)."""
+    text = str(text)
+    if text.isprintable():
+        return text
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
 
 
 def closest(name: str, valid: list[str] | tuple[str, ...], n: int = 3) -> list[str]:

@@ -63,11 +63,14 @@ def _write_all(fd: int, data: bytes) -> None:
         view = view[written:]
 
 
-def check_writable(path: str | os.PathLike, what: str | None = None) -> None:
-    """Raise a SimkitError now if `path` could not be written later (see the module docstring)."""
+def check_writable(path: str | os.PathLike, what: str | None = None, *, append: bool = False) -> None:
+    """Raise a SimkitError now if `path` could not be written later (see the module docstring);
+    `append`: the file itself is written into (so an existing one must be writable), not replaced."""
     target = Path(path)
     key = what
     problem = _folder_problem(target)
+    if append and not problem and target.exists() and not os.access(target, os.W_OK):
+        problem = "the file is not writable"
     if problem:
         raise SimkitError(f"cannot write: {problem}", file=str(path), key=key)
     probe = _temp_path(target)
@@ -92,8 +95,8 @@ def _unlink(path: Path) -> None:
         pass
 
 
-def write_atomic(path: str | os.PathLike, text: str) -> None:
-    """Write `text` to `path` so that readers see the old file or the whole new one, never a part."""
+def write_atomic(path: str | os.PathLike, text: str | bytes) -> None:
+    """Write `text` (or bytes) to `path` so that readers see the old file or the whole new one, never a part."""
     target = Path(path)
     problem = _folder_problem(target)
     if problem:
@@ -105,7 +108,7 @@ def write_atomic(path: str | os.PathLike, text: str) -> None:
         raise SimkitError(f"cannot write: {_reason(exc)}", file=str(path)) from None
     try:
         try:
-            _write_all(fd, text.encode("utf-8"))
+            _write_all(fd, text.encode("utf-8") if isinstance(text, str) else text)
             os.fsync(fd)
             try:  # replacing a file keeps its mode, as writing into it would
                 os.fchmod(fd, stat.S_IMODE(os.stat(target).st_mode))
@@ -122,10 +125,20 @@ def write_atomic(path: str | os.PathLike, text: str) -> None:
         raise
 
 
+def save_figure(fig, path: str | os.PathLike, **savefig_kwargs) -> None:
+    """A matplotlib figure written atomically (savefig itself writes in place, piece by piece)."""
+    import io
+
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format=Path(path).suffix.lstrip(".").lower() or "png", **savefig_kwargs)
+    write_atomic(path, buffer.getvalue())
+
+
 def append_line(path: str | os.PathLike, line: bytes, what: str = "file") -> None:
-    """Append `line` (one line, ending in a newline) to `path` with one `write` under an exclusive
-    `flock`, then fsync: concurrent writers never interleave, and a record is whole or absent. A line
-    left unfinished by a crashed writer is ended first, so ours starts on a fresh line."""
+    """Append `line` (one line, ending in a newline) to `path` under an exclusive `flock`, then fsync:
+    concurrent writers never interleave, and a record is whole or absent (a failed write, such as on a
+    full disk, is cut off again). A line left unfinished by a crashed writer is ended first, so ours
+    starts on a fresh line."""
     import fcntl
 
     target = Path(path)
@@ -139,9 +152,7 @@ def append_line(path: str | os.PathLike, line: bytes, what: str = "file") -> Non
         size = os.fstat(fd).st_size
         if size and os.pread(fd, 1, size - 1) != b"\n":
             line = b"\n" + line
-        written = os.write(fd, line)
-        if written != len(line):
-            raise OSError(errno.ENOSPC, f"short write ({written} of {len(line)} bytes)")
+        _write_all(fd, line)  # under the lock: a second write for the rest of a short one cannot interleave
         os.fsync(fd)
     except OSError as exc:
         if size is not None:

@@ -99,10 +99,16 @@ def _as_float(value: Any) -> float | None:
 
 
 def _shown(value: Any) -> str:
-    """A value as the user wrote it in YAML: true/false rather than Python's True/False."""
+    """A value as the user wrote it in YAML: true/false rather than Python's True/False, a date as a
+    date; long values cut short (the message stays one readable line)."""
+    import datetime
+
     if isinstance(value, bool):
         return "true" if value else "false"
-    return repr(value)
+    if isinstance(value, (datetime.date, datetime.datetime)):
+        return value.isoformat()
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
 
 
 def convert(value: Any, tp: Any, loc: Located, path: tuple, meta: dict | None = None) -> Any:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import re
+import stat
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -18,6 +19,8 @@ import yaml
 from simkit.core.errors import Problems, SimkitError
 from simkit.core.files import write_atomic  # noqa: F401  (written here before files.py existed)
 
+MAX_FILE_BYTES = 64 * 2**20
+"""Largest YAML file read (the biggest shipped file, a published-cases list, is 136 kB)."""
 MAX_DEPTH = 32
 """Nesting levels a document may have (a plan needs 3, a calibrated profile 7)."""
 MAX_NUMBER_DIGITS = 100
@@ -125,6 +128,10 @@ def _walk(node: yaml.Node, path: tuple, lines: dict, file: str | None, problems:
             key = key_node.value
             if not _check_node(key_node, path + (key,), file, problems):
                 continue
+            if key_node.tag != "tag:yaml.org,2002:str":  # `1024:` is the int 1024 in the data: lines use it too
+                key = yaml.constructor.SafeConstructor().construct_object(key_node)
+                if not isinstance(key, (str, int, float, bool, type(None))):
+                    key = key_node.value
             if key in seen:
                 problems.add(SimkitError(f"duplicate key (first written on line {seen[key]})",
                                          file=file, line=line, key=_dotted(path + (key,))))
@@ -139,16 +146,38 @@ def _walk(node: yaml.Node, path: tuple, lines: dict, file: str | None, problems:
 
 def _refuse_aliases(text: str, file: str | None) -> None:
     """Aliases (`*name`) are refused before anything is built: a few hundred bytes of nested aliases
-    expand to billions of values. An alias needs an anchor (`&name`), so text without '&' is skipped."""
+    expand to billions of values. An alias needs an anchor (`&name`), so text without '&' is skipped.
+    The error names the key the alias stands for (the event stream is followed to know the path)."""
     if "&" not in text:
         return
     loader = _Loader(text)
+    stack: list[list] = []   # per open collection: [is_mapping, current key or item index, waiting for a key]
     try:
         while loader.check_event():
             event = loader.get_event()
+            top = stack[-1] if stack else None
+            if top is not None and top[0] and top[2] and isinstance(event, yaml.ScalarEvent):
+                top[1], top[2] = event.value, False   # a mapping key: the next node is its value
+                continue
             if isinstance(event, yaml.AliasEvent):
+                path = tuple(frame[1] for frame in stack)
                 raise SimkitError(f"YAML aliases are not allowed (*{event.anchor}); write the value out",
-                                  file=file, line=event.start_mark.line + 1)
+                                  file=file, line=event.start_mark.line + 1, key=_dotted(path))
+            if isinstance(event, (yaml.MappingEndEvent, yaml.SequenceEndEvent)):
+                stack.pop()
+            elif isinstance(event, (yaml.MappingStartEvent, yaml.SequenceStartEvent)):
+                mapping = isinstance(event, yaml.MappingStartEvent)
+                stack.append([mapping, None if mapping else 0, True])
+                continue
+            else:
+                if not isinstance(event, yaml.ScalarEvent):
+                    continue
+            if stack:  # a value (scalar or a collection just closed) was read in the collection on top
+                top = stack[-1]
+                if top[0]:
+                    top[2] = True
+                else:
+                    top[1] += 1
     except yaml.YAMLError:
         return  # not valid YAML: parse_yaml reports it with its line
     finally:
@@ -170,8 +199,13 @@ def parse_yaml(text: str, file: str | None = None) -> Located:
         data = loader.construct_document(node)
     except yaml.MarkedYAMLError as exc:
         raise SimkitError(_syntax_message(exc, file), file=file, line=_mark_line(exc)) from None
+    except yaml.reader.ReaderError as exc:  # a character YAML does not allow (a control character, ...)
+        line = text.count("\n", 0, exc.position) + 1 if isinstance(exc.position, int) else None
+        character = chr(exc.character) if isinstance(exc.character, int) else exc.character
+        raise SimkitError(f"not valid YAML: {exc.reason}, character {character!r}", file=file, line=line) from None
     except yaml.YAMLError as exc:
-        raise SimkitError(f"not valid YAML: {exc}", file=file) from None
+        raise SimkitError(f"not valid YAML: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}",
+                          file=file) from None
     except (ValueError, OverflowError, TypeError, RecursionError) as exc:  # a value PyYAML's constructors choke on
         raise SimkitError(f"not valid YAML: {str(exc)[:200]}", file=file) from None
     finally:
@@ -196,18 +230,26 @@ def _syntax_message(exc: yaml.MarkedYAMLError, file: str | None) -> str:
 
 
 def read_yaml(path: str | os.PathLike) -> Located:
-    """Read and parse a YAML file; a missing or unreadable file is a SimkitError."""
+    """Read and parse a YAML file; a missing, unreadable, special or oversized file is a SimkitError."""
     p = Path(path)
     try:
-        text = p.read_text(encoding="utf-8")
+        with os.fdopen(os.open(p, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0)), "rb") as fh:  # a FIFO: no wait
+            if not stat.S_ISREG(os.fstat(fh.fileno()).st_mode):  # /dev/zero, a FIFO: would never end
+                raise SimkitError("not a regular file, expected a YAML file", file=str(path))
+            raw = fh.read(MAX_FILE_BYTES + 1)
     except FileNotFoundError:
         raise SimkitError("file not found", file=str(path)) from None
     except IsADirectoryError:
         raise SimkitError("is a directory, expected a YAML file", file=str(path)) from None
-    except UnicodeDecodeError:
-        raise SimkitError("not a text file (not UTF-8)", file=str(path)) from None
     except OSError as exc:
         raise SimkitError(f"cannot read: {exc.strerror}", file=str(path)) from None
+    if len(raw) > MAX_FILE_BYTES:
+        raise SimkitError(f"over {MAX_FILE_BYTES // 2**20} MiB; plans, profiles and published cases are far smaller",
+                          file=str(path))
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError:
+        raise SimkitError("not a text file (not UTF-8)", file=str(path)) from None
     if not text.strip():
         raise SimkitError("the file is empty; expected a YAML mapping", file=str(path))
     return parse_yaml(text, file=str(path))

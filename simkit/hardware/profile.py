@@ -140,9 +140,12 @@ def _concurrent_matmul(loc: Located, data: dict, path: tuple) -> dict | None:
     if item is None:
         return None
     where = path + ("concurrent_matmul",)
+    nproc = coll.get("nproc", 0)
+    if isinstance(nproc, bool) or not isinstance(nproc, int) or nproc < 0:
+        raise loc.error(path + ("nproc",), f"{nproc!r} is not a non-negative integer")
     return {"m": _number(loc, item, where, "m"), "n": _number(loc, item, where, "n"),
             "k": _number(loc, item, where, "k"), "flop_per_s": _number(loc, item, where, "flop_per_s_median"),
-            "nproc": int(coll.get("nproc", 0) or 0)}
+            "nproc": nproc}
 
 
 def parse_calibration(loc: Located, data: Any, path: tuple) -> Calibration:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Sequence
 
+from simkit.core.files import save_figure
+
 
 def predicted_vs_measured_plot(points: Sequence[dict], path: str, *, title: str = "", band: float = 0.10,
                                unit: str = "s", label_key: str = "group") -> None:
@@ -38,7 +40,7 @@ def predicted_vs_measured_plot(points: Sequence[dict], path: str, *, title: str 
     ax.grid(True, which="both", alpha=0.3)
     ax.legend(fontsize=7, loc="upper left")
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
+    save_figure(fig, path, dpi=120)  # whole or absent
     plt.close(fig)
 
 

@@ -19,7 +19,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from simkit.core.errors import SimkitError
-from simkit.core.files import append_line
+from simkit.core.files import append_line, save_figure
 
 MAX_WARNINGS = 10
 """Skipped lines reported one by one; the rest are counted."""
@@ -334,7 +334,7 @@ def plot_benchmark(records: list[dict], name: str, output: str | os.PathLike,
     ax.set_ylim(low, high + 0.3 * (high - low))  # headroom for the change-point labels
     ax.grid(axis="y", alpha=0.3)
     ax.legend(fontsize=8, loc="lower left")
-    fig.savefig(output, dpi=120)
+    save_figure(fig, output, dpi=120)  # whole or absent
     plt.close(fig)
     return [(records[i], result) for i, result in points]
 

@@ -312,7 +312,6 @@ def _check_parallelism(loc: Located, s: PlanSpec) -> None:
     if h.devices_per_node is None:  # the hardware section could not be resolved
         return
     devices = h.devices_per_node * h.nodes
-    _check_model_parallel(loc, s)
     model_parallel = p.tensor_parallel * p.pipeline_parallel * p.context_parallel
     sizes = (f"tensor_parallel {p.tensor_parallel} x pipeline_parallel {p.pipeline_parallel} x context_parallel "
              f"{p.context_parallel}")
@@ -396,6 +395,7 @@ def load_plan_located(loc: Located) -> Plan:
     s = build(PlanSpec, loc.data, loc, partial=True)
     _check(loc, _check_model, s.model)
     resolved = _check(loc, _resolve_hardware, s)
+    _check(loc, _check_model_parallel, s)
     _check(loc, _check_parallelism, s)
     _check(loc, _check_data, s)
     _check(loc, _check_checkpointing, s)

@@ -516,3 +516,102 @@ def test_predict_debug_shows_a_traceback(write):
     result = _cli("--debug", "predict", str(path))
     assert "Traceback (most recent call last)" in result.stderr
     assert "SimkitError" in result.stderr
+
+
+# ----------------------------------------------------------------------------- every error at once
+MULTI_ERROR_PLAN = """\
+model:
+  n_layers: twelve
+  d_model: 768
+  n_heads: 11
+  vocab_size: 50257
+  seq_len: 1024
+  d_ff: 1.0e+308
+data:
+  tokens: .nan
+training:
+  global_batch_size: 32
+  micro_batch_size: 8
+  precision: fp64
+hardware:
+  device: a100
+parallelism:
+  zero_stage: 4
+"""
+MULTI_ERRORS = [
+    "{path}:2: model.n_layers: 'twelve' is not an integer",
+    "{path}:4: model.n_heads: 11 does not divide d_model 768; allowed: a divisor of 768",
+    "{path}:7: model.d_ff: 1e+308 is above the maximum 10000000 (the most simkit computes with)",
+    "{path}:9: data.tokens: nan is not a finite number",
+    "{path}:13: training.precision: 'fp64' is not allowed; allowed: fp32 | tf32 | fp16 | bf16 | fp8",
+    "{path}:15: hardware.device: unknown device 'a100'; did you mean 'a10' or 'a100-80gb' or 'a100-40gb'?",
+    "{path}:17: parallelism.zero_stage: 4 is above the maximum 3 (allowed 0..3)",
+]
+
+
+def test_every_independent_error_is_reported_at_once_sorted_by_line(write, runner):
+    from simkit.cli import cli
+
+    path = write(MULTI_ERROR_PLAN)
+    assert _error(path).splitlines() == [e.format(path=path) for e in MULTI_ERRORS]
+    result = runner.invoke(cli, ["predict", str(path)])
+    assert result.exit_code == 2 and result.stdout == ""
+    assert result.stderr.splitlines() == [f"error: {e.format(path=path)}" for e in MULTI_ERRORS]
+
+
+def test_errors_are_capped_at_20_lines_and_the_rest_counted(write, runner):
+    from simkit.cli import cli
+
+    path = write(PLAN.replace("  seq_len: 1024\n", "  seq_len: 1024\n" + "".join(f"  zz{i}: 1\n" for i in range(25))))
+    result = runner.invoke(cli, ["predict", str(path)])
+    lines = result.stderr.splitlines()
+    assert result.exit_code == 2 and len(lines) == 21
+    assert lines[0].startswith(f"error: {path}:7: model.zz0: unknown key; ")
+    assert lines[-1] == "error: ... and 5 more errors (fix these and run again)"
+
+
+def test_a_misspelt_required_key_is_one_error_not_two(write):
+    path = write(PLAN.replace("  vocab_size:", "  vocab_sise:"))
+    assert _error(path) == f"{path}:5: model.vocab_sise: unknown key; did you mean 'vocab_size'?"
+
+
+def test_a_bad_value_does_not_cascade_into_the_checks_that_use_it(write):
+    """n_layers is bad: the pipeline check that compares with it says nothing, the batch check still runs."""
+    path = write(_edit(PLAN, [("n_layers: 12", "n_layers: -3"), ("global_batch_size: 32", "global_batch_size: 30"),
+                              ("  device: a100-80gb\n", MULTI), (APPEND, PARALLEL + "  pipeline_parallel: 2\n")]))
+    assert _error(path).splitlines() == [
+        f"{path}:2: model.n_layers: -3 must be positive (> 0)",
+        f"{path}:10: training.global_batch_size: 30 is not a multiple of micro_batch_size 8 x data_parallel 2 = 16"]
+
+
+def test_set_errors_come_with_the_plan_errors(write):
+    path = write(_edit(PLAN, [("precision: bf16", "precision: fp64")]))
+    assert _error(path, ["training.micro_batch=4", "hardware.nodes=zero"]).splitlines() == [
+        "--set 'training.micro_batch=4': training.micro_batch: unknown key; did you mean 'micro_batch_size' or "
+        "'global_batch_size'?",
+        "--set 'hardware.nodes=zero': hardware.nodes: 'zero' is not an integer",
+        f"{path}:12: training.precision: 'fp64' is not allowed; allowed: fp32 | tf32 | fp16 | bf16 | fp8"]
+
+
+def test_every_profile_error_is_reported_at_once(write):
+    profile = write(_edit(PROFILE, [("kind: device", "kind: system"), ("description:", "descripton:"),
+                                    ("value: 16,", "value: sixteen,")]), "profile.yaml")
+    plan = write(PLAN.replace("device: a100-80gb", "device: profile.yaml").replace("bf16", "fp32"))
+    assert _error(plan).splitlines() == [
+        f"{profile}:2: kind: 'system' is not allowed here; expected kind: device",
+        f"{profile}:3: descripton: unknown key; did you mean 'description' or 'calibration'?",
+        f"{profile}:4: memory_gib.value: 'sixteen' is not a number"]
+
+
+def test_the_alias_bomb_is_refused_in_well_under_a_second(write):
+    import time
+
+    path = write(BOMB)
+    began = time.perf_counter()
+    assert _error(path) == f"{path}:2: b.0: YAML aliases are not allowed (*a); write the value out"
+    assert time.perf_counter() - began < 1.0
+
+
+def test_corpus_size():
+    """The issue asks for at least 40 kinds of bad plan; keep the count visible."""
+    assert len(PLAN_CASES) >= 80

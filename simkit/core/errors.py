@@ -55,8 +55,8 @@ class SimkitErrors(SimkitError):
 
     def __init__(self, errors: list[SimkitError]):
         files = {e.file: i for i, e in reversed(list(enumerate(errors)))}  # each file where it first appears
-        # by file, then by line; problems without a line (a --set value, a whole file) first
-        ordered = sorted(errors, key=lambda e: (files[e.file], e.line or 0))
+        # problems without a line (--set values, a whole file) first, then by file and line
+        ordered = sorted(errors, key=lambda e: (e.line is not None, files[e.file], e.line or 0))
         first = ordered[0]
         super().__init__(first.message, file=first.file, line=first.line, key=first.key)
         self._errors = ordered

@@ -148,11 +148,29 @@ def _concurrent_matmul(loc: Located, data: dict, path: tuple) -> dict | None:
             "nproc": nproc}
 
 
+def _environment(loc: Located, data: dict, path: tuple) -> dict:
+    """What the profile was measured on; the thread and core counts the model reads must be counts."""
+    env = _mapping(loc, data.get("environment"), path)
+    for key in ("threads", "cpu_count"):
+        value = env.get(key)
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
+            raise loc.error(path + (key,), f"{value!r} is not a positive integer")
+    return env
+
+
+def _settings(loc: Located, data: dict, path: tuple) -> None:
+    """How calibrate was run; the model reads `device` (cpu or cuda) to know a host CPU."""
+    settings = _mapping(loc, data.get("settings"), path)
+    if settings.get("device") is not None and not isinstance(settings["device"], str):
+        raise loc.error(path + ("device",), f"{settings['device']!r} is not a string (cpu or cuda)")
+
+
 def parse_calibration(loc: Located, data: Any, path: tuple) -> Calibration:
     """The `calibration:` section; each part is read on its own, so every broken part is reported."""
     data = _mapping(loc, data, path, SECTION_KEYS)
     part = loc.problems.call
-    env = part(_mapping, loc, data.get("environment"), path + ("environment",), default={})
+    env = part(_environment, loc, data, path + ("environment",), default={})
+    part(_settings, loc, data, path + ("settings",))
     coll = path + ("collectives",)
     return Calibration(date=str(data.get("date", "")), environment=dict(env),
                        matmul=part(_matmul, loc, data, path + ("matmul",), default={}),

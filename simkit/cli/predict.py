@@ -165,8 +165,8 @@ def estimate_cmd(params, tokens, device, devices, mfu, precision):
     from simkit.model.estimate import DEFAULT_MFU, estimate
 
     for name, value in (("--params", params), ("--tokens", tokens)):
-        if not value > 0 or value != value or value == float("inf"):
-            raise SimkitError(f"{value!r} must be a positive finite number", key=name)
+        if not 0 < value <= 1e18:  # NaN fails too; beyond 1e18 the product overflows what is worth printing
+            raise SimkitError(f"{value!r} must be a positive finite number, at most 1e+18", key=name)
     e = estimate(params=params, tokens=tokens, device=device, devices=devices,
                  mfu=DEFAULT_MFU if mfu is None else mfu, precision=precision)
     click.echo(_rows([

@@ -53,7 +53,12 @@ def wait(process: subprocess.Popen, limit_s: float, on_wait: Callable[[], None] 
             on_wait()
             time.sleep(0.2)
     except BaseException:
-        stop(process)
+        mask = {signal.SIGINT, signal.SIGTERM}
+        signal.pthread_sigmask(signal.SIG_BLOCK, mask)  # a second Ctrl-C must not cut the stopping short
+        try:
+            stop(process)
+        finally:
+            signal.pthread_sigmask(signal.SIG_UNBLOCK, mask)
         raise
     stop(process)  # the launch ended: anything it left in its group goes too
     return True

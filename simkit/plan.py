@@ -38,7 +38,8 @@ class ModelSpec:
     n_layers: int = spec(positive=True, maximum=LAYERS, why=_WHY, doc="transformer blocks")
     d_model: int = spec(positive=True, maximum=WIDTH, why=_WHY, doc="hidden width")
     n_heads: int = spec(positive=True, maximum=HEADS, why=_WHY, doc="attention heads")
-    n_kv_heads: Optional[int] = spec(None, positive=True, maximum=HEADS, why=_WHY, doc="key/value heads (GQA); default n_heads")
+    n_kv_heads: Optional[int] = spec(None, positive=True, maximum=HEADS, why=_WHY,
+                                     doc="key/value heads (GQA); default n_heads")
     d_ff: Optional[int] = spec(None, positive=True, maximum=FF, why=_WHY, doc="MLP inner width; default 4 * d_model")
     mlp: Literal["gelu", "swiglu"] = spec("gelu", doc="MLP kind")
     vocab_size: int = spec(positive=True, maximum=VOCAB, why=_WHY, doc="vocabulary size")
@@ -51,15 +52,18 @@ class ModelSpec:
 @dataclass(kw_only=True)
 class DataSpec:
     tokens: Optional[float] = spec(None, positive=True, maximum=TOKENS, why=_WHY, doc="training tokens per epoch")
-    samples: Optional[float] = spec(None, positive=True, maximum=SAMPLES, why=_WHY, doc="sequences per epoch (tokens = samples * seq_len)")
+    samples: Optional[float] = spec(None, positive=True, maximum=SAMPLES, why=_WHY,
+                                    doc="sequences per epoch (tokens = samples * seq_len)")
     epochs: float = spec(1.0, positive=True, maximum=EPOCHS, why=_WHY, doc="passes over the data")
 
 
 @dataclass(kw_only=True)
 class TrainingSpec:
     global_batch_size: int = spec(positive=True, maximum=BATCH, why=_WHY, doc="sequences per optimizer step")
-    micro_batch_size: int = spec(positive=True, maximum=BATCH, why=_WHY, doc="sequences per device per forward/backward")
-    grad_accum_steps: Optional[int] = spec(None, positive=True, maximum=BATCH, why=_WHY, doc="micro-steps per step; derived when absent")
+    micro_batch_size: int = spec(positive=True, maximum=BATCH, why=_WHY,
+                                 doc="sequences per device per forward/backward")
+    grad_accum_steps: Optional[int] = spec(None, positive=True, maximum=BATCH, why=_WHY,
+                                           doc="micro-steps per step; derived when absent")
     precision: Precision = spec("bf16")
     optimizer: Literal["adamw", "adam", "lamb", "sgd"] = spec("adamw")
     activation_checkpointing: Literal["none", "selective", "full"] = spec("none")
@@ -67,16 +71,21 @@ class TrainingSpec:
         "attention", doc="with activation_checkpointing: selective, what is recomputed: attention (Megatron: the "
         "attention core), ops (torchtitan op-level: every other matmul and the elementwise ops), layers (torchtitan: "
         "every n-th layer in full)")
-    checkpoint_every_n_layers: int = spec(2, positive=True, maximum=LAYERS, why=_WHY, doc="with selective_checkpointing: layers, the n")
+    checkpoint_every_n_layers: int = spec(2, positive=True, maximum=LAYERS, why=_WHY,
+                                          doc="with selective_checkpointing: layers, the n")
 
 
 @dataclass(kw_only=True)
 class ParallelismSpec:
-    data_parallel: Optional[int] = spec(None, positive=True, maximum=PARALLEL, why=_WHY, doc="default: devices / (tp * pp * cp)")
-    tensor_parallel: int = spec(1, positive=True, maximum=PARALLEL, why=_WHY, doc="Megatron column/row split of every layer")
+    data_parallel: Optional[int] = spec(None, positive=True, maximum=PARALLEL, why=_WHY,
+                                        doc="default: devices / (tp * pp * cp)")
+    tensor_parallel: int = spec(1, positive=True, maximum=PARALLEL, why=_WHY,
+                                doc="Megatron column/row split of every layer")
     pipeline_parallel: int = spec(1, positive=True, maximum=PARALLEL, why=_WHY, doc="pipeline stages (1F1B schedule)")
-    virtual_pipeline_stages: int = spec(1, positive=True, maximum=PARALLEL, why=_WHY, doc="model chunks per pipeline rank; > 1 = interleaved 1F1B")
-    context_parallel: int = spec(1, positive=True, maximum=PARALLEL, why=_WHY, doc="ranks the sequence is split over (ring attention)")
+    virtual_pipeline_stages: int = spec(1, positive=True, maximum=PARALLEL, why=_WHY,
+                                        doc="model chunks per pipeline rank; > 1 = interleaved 1F1B")
+    context_parallel: int = spec(1, positive=True, maximum=PARALLEL, why=_WHY,
+                                 doc="ranks the sequence is split over (ring attention)")
     sequence_parallel: bool = spec(True, doc="Megatron SP: norms/dropout sharded over the TP group (no effect at TP 1)")
     tp_comm_overlap: bool = spec(False, doc="TP collectives overlapped with the GEMMs (userbuffers / async TP)")
     zero_stage: int = spec(0, minimum=0, maximum=3, doc="0..3; FSDP FULL_SHARD = 3; 1 = distributed optimizer")

@@ -56,11 +56,6 @@ class _Broken:
 BROKEN = _Broken()
 
 
-def broken(*values: Any) -> bool:
-    """Any of `values` is BROKEN (a check depending on them would only repeat a reported problem)."""
-    return any(v is BROKEN for v in values)
-
-
 def spec(default: Any = dataclasses.MISSING, *, doc: str = "", positive: bool = False,
          minimum: float | None = None, maximum: float | None = None, why: str = "") -> Any:
     """A dataclass field with validation metadata (`why`: the reason for the maximum, for its error)."""
@@ -203,7 +198,7 @@ def build(cls: type, data: Any, loc: Located, path: tuple = (), *, skip: tuple[s
                 kwargs[name] = BROKEN
             continue
         kwargs[name] = _field_value(f, hints[name], data[name], loc, path + (name,), partial)
-    failed = failed or broken(*kwargs.values())
+    failed = failed or any(value is BROKEN for value in kwargs.values())
     if failed and not partial:
         return BROKEN
     return cls(**kwargs)

@@ -32,6 +32,14 @@ def _number(loc: Located, item: Any, path: tuple, key: str, positive: bool = Tru
     return float(value)
 
 
+def _dimension(loc: Located, item: Any, path: tuple, key: str) -> int:
+    """A GEMM dimension: a number of at least 1 (a fraction would be read as 0 and its log as -inf)."""
+    value = _number(loc, item, path, key)
+    if value < 1:
+        raise loc.error(path + (key,), f"{value!r} must be at least 1")
+    return int(value)
+
+
 def _mapping(loc: Located, value: Any, path: tuple, allowed: tuple[str, ...] | None = None) -> dict:
     if value is None:
         return {}
@@ -58,8 +66,8 @@ def _matmul(loc: Located, data: dict, path: tuple) -> dict[str, tuple[MatmulPoin
     for dtype, points in _mapping(loc, data.get("matmul"), path, DTYPES).items():
         where = path + (dtype,)
         out[dtype] = tuple(
-            MatmulPoint(int(_number(loc, p, where + (i,), "m")), int(_number(loc, p, where + (i,), "n")),
-                        int(_number(loc, p, where + (i,), "k")),
+            MatmulPoint(_dimension(loc, p, where + (i,), "m"), _dimension(loc, p, where + (i,), "n"),
+                        _dimension(loc, p, where + (i,), "k"),
                         _number(loc, p, where + (i,), "flop_per_s_median"),
                         _number(loc, p, where + (i,), "flop_per_s_iqr", positive=False, default=0.0))
             for i, p in enumerate(_list(loc, points, where)))
@@ -143,8 +151,8 @@ def _concurrent_matmul(loc: Located, data: dict, path: tuple) -> dict | None:
     nproc = coll.get("nproc", 0)
     if isinstance(nproc, bool) or not isinstance(nproc, int) or nproc < 0:
         raise loc.error(path + ("nproc",), f"{nproc!r} is not a non-negative integer")
-    return {"m": _number(loc, item, where, "m"), "n": _number(loc, item, where, "n"),
-            "k": _number(loc, item, where, "k"), "flop_per_s": _number(loc, item, where, "flop_per_s_median"),
+    return {"m": _dimension(loc, item, where, "m"), "n": _dimension(loc, item, where, "n"),
+            "k": _dimension(loc, item, where, "k"), "flop_per_s": _number(loc, item, where, "flop_per_s_median"),
             "nproc": nproc}
 
 

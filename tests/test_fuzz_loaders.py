@@ -9,8 +9,10 @@ step). Inputs that once failed are kept in tests/fuzz_corpus/ and replayed by te
 """
 from __future__ import annotations
 
+import atexit
 import dataclasses
 import datetime
+import shutil
 import sys
 import tempfile
 from pathlib import Path
@@ -29,6 +31,7 @@ from simkit.plan import load_plan
 FAST, SLOW = 300, 10_000
 SIZES = [pytest.param(FAST, id="fast"), pytest.param(SLOW, id="slow", marks=pytest.mark.slow)]
 TMP = Path(tempfile.mkdtemp(prefix="simkit-fuzz-"))
+atexit.register(shutil.rmtree, TMP, ignore_errors=True)
 
 
 def fuzz(strategy, check, examples: int) -> int:

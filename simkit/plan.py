@@ -1,5 +1,12 @@
 """The plan format (`plan.yml`): types, strict loading, presets, `--set` overrides and the derived
-values (grad_accum_steps, data_parallel, hardware from a system preset)."""
+values (grad_accum_steps, data_parallel, hardware from a system preset, the device's native link).
+
+Loading reports every independent problem of a plan at once. Each `_check_*` function reports with
+`loc.report(key, message)` and carries on where its later checks stay meaningful (one that raises
+`loc.error(...)` works too: its first problem is reported). A value that failed to build is BROKEN
+(core/schema.py): a check that compares or computes with it is abandoned without a word, so a bad
+value never adds errors that only follow from it, while checks of the other values still run.
+"""
 from __future__ import annotations
 
 import copy
@@ -12,24 +19,33 @@ from typing import Any, Literal, Optional
 import numpy as np
 
 from simkit import hardware as hw
-from simkit.core.errors import SimkitError, close_names
-from simkit.core.schema import build, spec
+from simkit.core.errors import Problems, SimkitError, close_names
+from simkit.core.schema import BROKEN, Unusable, build, spec
 from simkit.core.yamlio import Located, parse_yaml, read_yaml
 
 Precision = Literal["fp32", "tf32", "fp16", "bf16", "fp8"]
+
+# Upper bounds of the plan's numbers: 10-1000x beyond any published run (Megatron-LM's 1T model: 128
+# layers, d_model 25600, 3072 GPUs; Llama 3: vocabulary 128256, 128K context, 15.6T tokens), and low
+# enough that every product the simulator forms (parameters, FLOPs = 6 x parameters x tokens, seq_len^2
+# attention scores, bytes) stays far inside float64 and int64. Beyond them nothing is computed.
+_WHY = "the most simkit computes with"
+LAYERS, WIDTH, HEADS, FF, VOCAB, SEQ = 100_000, 1_000_000, 100_000, 10_000_000, 100_000_000, 100_000_000
+BATCH, PARALLEL, TOKENS, SAMPLES, EPOCHS, LINKS = 1_000_000_000, 1_000_000, 1e18, 1e16, 1e6, 1024
 
 
 @dataclass(kw_only=True)
 class ModelSpec:
     preset: Optional[str] = spec(None, doc="a preset name from simkit/presets/models.yaml")
-    n_layers: int = spec(positive=True, doc="transformer blocks")
-    d_model: int = spec(positive=True, doc="hidden width")
-    n_heads: int = spec(positive=True, doc="attention heads")
-    n_kv_heads: Optional[int] = spec(None, positive=True, doc="key/value heads (GQA); default n_heads")
-    d_ff: Optional[int] = spec(None, positive=True, doc="MLP inner width; default 4 * d_model")
+    n_layers: int = spec(positive=True, maximum=LAYERS, why=_WHY, doc="transformer blocks")
+    d_model: int = spec(positive=True, maximum=WIDTH, why=_WHY, doc="hidden width")
+    n_heads: int = spec(positive=True, maximum=HEADS, why=_WHY, doc="attention heads")
+    n_kv_heads: Optional[int] = spec(None, positive=True, maximum=HEADS, why=_WHY,
+                                     doc="key/value heads (GQA); default n_heads")
+    d_ff: Optional[int] = spec(None, positive=True, maximum=FF, why=_WHY, doc="MLP inner width; default 4 * d_model")
     mlp: Literal["gelu", "swiglu"] = spec("gelu", doc="MLP kind")
-    vocab_size: int = spec(positive=True, doc="vocabulary size")
-    seq_len: int = spec(positive=True, doc="tokens per sequence")
+    vocab_size: int = spec(positive=True, maximum=VOCAB, why=_WHY, doc="vocabulary size")
+    seq_len: int = spec(positive=True, maximum=SEQ, why=_WHY, doc="tokens per sequence")
     causal: bool = spec(True, doc="decoder (true) or encoder (false)")
     tied_embeddings: bool = spec(True, doc="the LM head shares the token embedding")
     attention: Literal["fused", "eager"] = spec("fused", doc="fused (flash/SDPA) or eager (scores materialized)")
@@ -52,16 +68,19 @@ class ModelSpec:
 
 @dataclass(kw_only=True)
 class DataSpec:
-    tokens: Optional[float] = spec(None, positive=True, doc="training tokens per epoch")
-    samples: Optional[float] = spec(None, positive=True, doc="sequences per epoch (tokens = samples * seq_len)")
-    epochs: float = spec(1.0, positive=True, doc="passes over the data")
+    tokens: Optional[float] = spec(None, positive=True, maximum=TOKENS, why=_WHY, doc="training tokens per epoch")
+    samples: Optional[float] = spec(None, positive=True, maximum=SAMPLES, why=_WHY,
+                                    doc="sequences per epoch (tokens = samples * seq_len)")
+    epochs: float = spec(1.0, positive=True, maximum=EPOCHS, why=_WHY, doc="passes over the data")
 
 
 @dataclass(kw_only=True)
 class TrainingSpec:
-    global_batch_size: int = spec(positive=True, doc="sequences per optimizer step")
-    micro_batch_size: int = spec(positive=True, doc="sequences per device per forward/backward")
-    grad_accum_steps: Optional[int] = spec(None, positive=True, doc="micro-steps per step; derived when absent")
+    global_batch_size: int = spec(positive=True, maximum=BATCH, why=_WHY, doc="sequences per optimizer step")
+    micro_batch_size: int = spec(positive=True, maximum=BATCH, why=_WHY,
+                                 doc="sequences per device per forward/backward")
+    grad_accum_steps: Optional[int] = spec(None, positive=True, maximum=BATCH, why=_WHY,
+                                           doc="micro-steps per step; derived when absent")
     precision: Precision = spec("bf16")
     optimizer: Literal["adamw", "adam", "lamb", "sgd"] = spec("adamw")
     activation_checkpointing: Literal["none", "selective", "full"] = spec("none")
@@ -69,7 +88,8 @@ class TrainingSpec:
         "attention", doc="with activation_checkpointing: selective, what is recomputed: attention (Megatron: the "
         "attention core), ops (torchtitan op-level: every other matmul and the elementwise ops), layers (torchtitan: "
         "every n-th layer in full)")
-    checkpoint_every_n_layers: int = spec(2, positive=True, doc="with selective_checkpointing: layers, the n")
+    checkpoint_every_n_layers: int = spec(2, positive=True, maximum=LAYERS, why=_WHY,
+                                          doc="with selective_checkpointing: layers, the n")
     master_weights: Optional[Literal["model", "optimizer"]] = spec(
         None, doc="model: fp32 weights, autocast casts them each micro-step (PyTorch AMP, FSDP); optimizer: 16-bit "
         "weights, fp32 master copy in the optimizer (Megatron, NeMo, DeepSpeed); default optimizer for zero_stage 1 "
@@ -84,11 +104,15 @@ class TrainingSpec:
 
 @dataclass(kw_only=True)
 class ParallelismSpec:
-    data_parallel: Optional[int] = spec(None, positive=True, doc="default: devices / (tp * pp * cp)")
-    tensor_parallel: int = spec(1, positive=True, doc="Megatron column/row split of every layer")
-    pipeline_parallel: int = spec(1, positive=True, doc="pipeline stages (1F1B schedule)")
-    virtual_pipeline_stages: int = spec(1, positive=True, doc="model chunks per pipeline rank; > 1 = interleaved 1F1B")
-    context_parallel: int = spec(1, positive=True, doc="ranks the sequence is split over (ring attention)")
+    data_parallel: Optional[int] = spec(None, positive=True, maximum=PARALLEL, why=_WHY,
+                                        doc="default: devices / (tp * pp * cp)")
+    tensor_parallel: int = spec(1, positive=True, maximum=PARALLEL, why=_WHY,
+                                doc="Megatron column/row split of every layer")
+    pipeline_parallel: int = spec(1, positive=True, maximum=PARALLEL, why=_WHY, doc="pipeline stages (1F1B schedule)")
+    virtual_pipeline_stages: int = spec(1, positive=True, maximum=PARALLEL, why=_WHY,
+                                        doc="model chunks per pipeline rank; > 1 = interleaved 1F1B")
+    context_parallel: int = spec(1, positive=True, maximum=PARALLEL, why=_WHY,
+                                 doc="ranks the sequence is split over (ring attention)")
     sequence_parallel: bool = spec(True, doc="Megatron SP: norms/dropout sharded over the TP group (no effect at TP 1)")
     tp_comm_overlap: bool = spec(False, doc="TP collectives overlapped with the GEMMs (userbuffers / async TP)")
     zero_stage: int = spec(0, minimum=0, maximum=3, doc="0..3; FSDP FULL_SHARD = 3; 1 = distributed optimizer")
@@ -98,11 +122,11 @@ class ParallelismSpec:
 class HardwareSpec:
     system: Optional[str] = spec(None)
     device: Optional[str] = spec(None, doc="catalogue name or path to a calibrated profile")
-    devices_per_node: Optional[int] = spec(None, positive=True)
-    nodes: int = spec(1, positive=True)
+    devices_per_node: Optional[int] = spec(None, positive=True, maximum=PARALLEL, why=_WHY)
+    nodes: int = spec(1, positive=True, maximum=PARALLEL, why=_WHY)
     intra_node: Optional[str] = spec(None)
     inter_node: Optional[str] = spec(None)
-    inter_node_links: Optional[int] = spec(None, positive=True)
+    inter_node_links: Optional[int] = spec(None, positive=True, maximum=LINKS, why=_WHY)
 
 
 @dataclass(kw_only=True)
@@ -125,6 +149,8 @@ class Plan:
     source: str = "<dict>"
     raw: dict = dataclasses.field(default_factory=dict, repr=False, compare=False)
     """The plan as written (presets expanded), before anything was derived: reload it with other overrides."""
+    assumptions: tuple[str, ...] = ()
+    """What loading filled in that the plan did not say (e.g. the intra-node link), for `predict` to show."""
 
     # shorthands used by the simulator
     @property
@@ -179,16 +205,29 @@ def parse_override(text: str) -> tuple[tuple[str, ...], Any]:
 
 
 def apply_overrides(raw: dict, overrides: list[str] | tuple[str, ...]) -> dict:
-    raw = copy.deepcopy(raw)
+    return _apply_overrides(raw, overrides, None)[0]
+
+
+def _apply_overrides(raw: dict, overrides, problems: Problems | None) -> tuple[dict, dict]:
+    """(`raw` with the overrides applied, key path -> '--set ...' for each applied). With `problems`,
+    every bad override is reported there and left out; without, the first one raises."""
+    raw, origins = copy.deepcopy(raw), {}
+    sections = [f.name for f in dataclasses.fields(PlanSpec)]
     for text in overrides:
-        (section, key), value = parse_override(text)
-        if section not in {f.name for f in dataclasses.fields(PlanSpec)}:
-            raise SimkitError(f"--set {text!r}: unknown section {section!r}; "
-                              f"{close_names(section, [f.name for f in dataclasses.fields(PlanSpec)])}")
+        try:
+            (section, key), value = parse_override(text)
+            if section not in sections:
+                raise SimkitError(f"--set {text!r}: unknown section {section!r}; {close_names(section, sections)}")
+        except SimkitError as exc:
+            if problems is None:
+                raise
+            problems.add(exc)
+            continue
         if not isinstance(raw.get(section), dict):
             raw[section] = {}
         raw[section][key] = value
-    return raw
+        origins[(section, key)] = f"--set {text!r}"
+    return raw, origins
 
 
 # ----------------------------------------------------------------------------- loading
@@ -199,40 +238,60 @@ def _expand_preset(loc: Located) -> None:
     name = model["preset"]
     presets = model_presets()
     if not isinstance(name, str) or name not in presets:
-        raise loc.error(("model", "preset"), f"unknown preset {name!r}; {close_names(str(name), list(presets))}")
+        loc.report(("model", "preset"), f"unknown preset {name!r}; {close_names(str(name), list(presets))}")
+        loc.data["model"] = BROKEN  # its other keys may come from the preset: checking them would mislead
+        return
     merged = {k: v for k, v in presets[name].items() if k != "source"}
     merged.update(model)
     loc.data["model"] = merged
 
 
-def _resolve_hardware(loc: Located, spec_: PlanSpec) -> tuple:
-    h = spec_.hardware
-    system = hw.load_system(h.system, loc, ("hardware", "system")) if h.system else None
-    if h.device is None:
-        if system is None:
-            raise loc.error(("hardware",), "missing required key 'device' (or give a 'system')")
-        h.device = system.device
-    device = hw.load_device(h.device, loc, ("hardware", "device"))
+def _resolve_hardware(loc: Located, spec_: PlanSpec) -> tuple | None:
+    """(device, intra-node link, inter-node link), or None after reporting why not. Fills the counts
+    (devices_per_node, inter_node_links) from the system first, so other checks can use them."""
+    h, problems = spec_.hardware, loc.problems
+    before = len(problems)
+    system = problems.call(hw.load_system, h.system, loc, ("hardware", "system")) if h.system else None
+    if h.system and system is None:
+        return None  # the device, counts and links may all have come from it
     if h.devices_per_node is None:
         h.devices_per_node = system.devices_per_node if system else 1
+    if h.inter_node_links is None:
+        h.inter_node_links = system.inter_node_links if system else 1
+    if h.device is None and system is None:
+        loc.report(("hardware",), "missing required key 'device' (or give a 'system')")
+        return None
+    h.device = h.device or system.device
     if h.intra_node is None and system is not None:
         h.intra_node = system.intra_node
     if h.inter_node is None and system is not None:
         h.inter_node = system.inter_node
-    if h.inter_node_links is None:
-        h.inter_node_links = system.inter_node_links if system else 1
-    intra = hw.load_interconnect(h.intra_node, loc, ("hardware", "intra_node")) if h.intra_node else None
-    inter = hw.load_interconnect(h.inter_node, loc, ("hardware", "inter_node")) if h.inter_node else None
+    device = problems.call(hw.load_device, h.device, loc, ("hardware", "device"))
+    intra = problems.call(hw.load_interconnect, h.intra_node, loc, ("hardware", "intra_node")) if h.intra_node else None
+    inter = problems.call(hw.load_interconnect, h.inter_node, loc, ("hardware", "inter_node")) if h.inter_node else None
+    if device is None or not problems.ok_since(before):
+        return None
     has_measured_comm = device.calibration is not None and bool(device.calibration.collectives)
+    if h.devices_per_node > 1 and intra is None and not has_measured_comm and device.native_link:
+        intra = hw.load_interconnect(device.native_link)
+        h.intra_node = device.native_link
     if h.devices_per_node > 1 and intra is None and not has_measured_comm:
-        raise loc.error(("hardware", "intra_node"),
-                        "required when devices_per_node > 1 (an interconnect name, e.g. nvlink3 or pcie4), "
-                        "or use a profile calibrated with --comm")
+        loc.report(("hardware", "intra_node"),
+                   "required when devices_per_node > 1 (an interconnect name, e.g. nvlink3 or pcie4), "
+                   "or use a profile calibrated with --comm")
     has_measured_inter = device.calibration is not None and bool(device.calibration.collectives_inter)
     if h.nodes > 1 and inter is None and not has_measured_inter:
-        raise loc.error(("hardware", "inter_node"), "required when nodes > 1 (e.g. ib-hdr, roce-200g, eth-100g), "
-                        "or use a profile calibrated across nodes (calibrate --comm --nnodes N)")
-    return device, intra, inter
+        loc.report(("hardware", "inter_node"), "required when nodes > 1 (e.g. ib-hdr, roce-200g, eth-100g), "
+                   "or use a profile calibrated across nodes (calibrate --comm --nnodes N)")
+    return (device, intra, inter) if problems.ok_since(before) else None
+
+
+def _assumptions(loc: Located, plan_hw: HardwareSpec, device: hw.Device, intra: hw.Interconnect | None) -> tuple:
+    """What the plan left out and loading filled in from the catalogue, in words."""
+    if intra is None or loc.written(("hardware", "intra_node")) or plan_hw.system or plan_hw.devices_per_node == 1:
+        return ()
+    return (f"intra-node link: {intra.name}, the native link of {device.name} (its device file, native_link); "
+            "set hardware.intra_node to use another",)
 
 
 def _check_model(loc: Located, m: ModelSpec) -> None:
@@ -241,11 +300,11 @@ def _check_model(loc: Located, m: ModelSpec) -> None:
     if m.d_ff is None:
         m.d_ff = 4 * m.d_model
     if m.d_model % m.n_heads:
-        raise loc.error(("model", "n_heads"), f"{m.n_heads} does not divide d_model {m.d_model}; "
-                        f"allowed: a divisor of {m.d_model}")
+        loc.report(("model", "n_heads"), f"{m.n_heads} does not divide d_model {m.d_model}; "
+                   f"allowed: a divisor of {m.d_model}")
     if m.n_heads % m.n_kv_heads:
-        raise loc.error(("model", "n_kv_heads"), f"{m.n_kv_heads} does not divide n_heads {m.n_heads}; "
-                        "allowed: a divisor of n_heads")
+        loc.report(("model", "n_kv_heads"), f"{m.n_kv_heads} does not divide n_heads {m.n_heads}; "
+                   "allowed: a divisor of n_heads")
 
 
 # The layout rules, written once for a plan (scalars: `_check_model_parallel` raises the message) and for
@@ -289,40 +348,59 @@ def _check_model_parallel(loc: Located, s: PlanSpec) -> None:
               "attention": m.attention, "tensor_parallel": p.tensor_parallel,
               "pipeline_parallel": p.pipeline_parallel, "virtual_pipeline_stages": p.virtual_pipeline_stages,
               "context_parallel": p.context_parallel}
+    # one problem per key (the first rule it breaks), and none about virtual stages when the pipeline
+    # itself is wrong: a later rule of a key assumes the earlier ones hold
+    blamed: set[tuple] = set()
     for key, invalid, _, message in LAYOUT_RULES:
+        if key in blamed or (key[1] == "virtual_pipeline_stages" and ("parallelism", "pipeline_parallel") in blamed):
+            continue
         if invalid(values):
-            raise loc.error(key, message(values))
+            loc.report(key, message(values))
+            blamed.add(key)
+
+
+def _model_parallel_key(loc: Located, p: ParallelismSpec) -> tuple:
+    """The model-parallel size to blame when their product does not divide the devices: the first one
+    written that is above 1 (tensor_parallel when none is)."""
+    for name in ("tensor_parallel", "pipeline_parallel", "context_parallel"):
+        if getattr(p, name) > 1 and loc.written(("parallelism", name)):
+            return ("parallelism", name)
+    return ("parallelism", "tensor_parallel")
 
 
 def _check_parallelism(loc: Located, s: PlanSpec) -> None:
     p, t, h = s.parallelism, s.training, s.hardware
+    if h.devices_per_node is None:  # the hardware section could not be resolved
+        return
     devices = h.devices_per_node * h.nodes
-    _check_model_parallel(loc, s)
     model_parallel = p.tensor_parallel * p.pipeline_parallel * p.context_parallel
     sizes = (f"tensor_parallel {p.tensor_parallel} x pipeline_parallel {p.pipeline_parallel} x context_parallel "
              f"{p.context_parallel}")
     if p.data_parallel is None:
         if devices % model_parallel:
-            raise loc.error(("parallelism", "tensor_parallel"),
-                            f"{sizes} = {model_parallel} does not divide the {devices} devices "
-                            f"(devices_per_node {h.devices_per_node} x nodes {h.nodes})")
+            loc.report(_model_parallel_key(loc, p),
+                       f"{sizes} = {model_parallel} does not divide the {devices} devices "
+                       f"(devices_per_node {h.devices_per_node} x nodes {h.nodes})")
+            return  # no data_parallel to check the batch against
         p.data_parallel = devices // model_parallel
     if p.data_parallel * model_parallel != devices:
-        raise loc.error(("parallelism", "data_parallel"),
-                        f"data_parallel {p.data_parallel} x {sizes} = {p.data_parallel * model_parallel} != "
-                        f"{devices} devices (devices_per_node {h.devices_per_node} x nodes {h.nodes})")
+        loc.report(("parallelism", "data_parallel"),
+                   f"data_parallel {p.data_parallel} x {sizes} = {p.data_parallel * model_parallel} != "
+                   f"{devices} devices (devices_per_node {h.devices_per_node} x nodes {h.nodes})")
+        return
     per_step = t.micro_batch_size * p.data_parallel
     if t.grad_accum_steps is None:
         if t.global_batch_size % per_step:
-            raise loc.error(("training", "global_batch_size"),
-                            f"{t.global_batch_size} is not a multiple of micro_batch_size {t.micro_batch_size} x "
-                            f"data_parallel {p.data_parallel} = {per_step}")
+            loc.report(("training", "global_batch_size"),
+                       f"{t.global_batch_size} is not a multiple of micro_batch_size {t.micro_batch_size} x "
+                       f"data_parallel {p.data_parallel} = {per_step}")
+            return
         t.grad_accum_steps = t.global_batch_size // per_step
     elif per_step * t.grad_accum_steps != t.global_batch_size:
-        raise loc.error(("training", "grad_accum_steps"),
-                        f"global_batch_size {t.global_batch_size} != micro_batch_size {t.micro_batch_size} x "
-                        f"grad_accum_steps {t.grad_accum_steps} x data_parallel {p.data_parallel} = "
-                        f"{per_step * t.grad_accum_steps}")
+        loc.report(("training", "grad_accum_steps"),
+                   f"global_batch_size {t.global_batch_size} != micro_batch_size {t.micro_batch_size} x "
+                   f"grad_accum_steps {t.grad_accum_steps} x data_parallel {p.data_parallel} = "
+                   f"{per_step * t.grad_accum_steps}")
 
 
 def default_master_weights(zero_stage, tensor_parallel=1, pipeline_parallel=1, context_parallel=1):
@@ -365,18 +443,14 @@ def _check_checkpointing(loc: Located, s: PlanSpec) -> None:
     """The selective-checkpointing keys only mean something with activation_checkpointing: selective."""
     t = s.training
     for key, needs in (("selective_checkpointing", "selective"), ("checkpoint_every_n_layers", "selective")):
-        written = ("training", key) in loc.lines or ("training", key) in loc.origins
-        if written and t.activation_checkpointing != needs:
-            raise loc.error(("training", key), f"only applies with activation_checkpointing: {needs} "
-                                               f"(it is {t.activation_checkpointing!r})")
-    recipe_written = ("training", "fp8_recipe") in loc.lines or ("training", "fp8_recipe") in loc.origins
-    if recipe_written and t.precision != "fp8":
-        raise loc.error(("training", "fp8_recipe"), f"only applies with precision: fp8 (it is {t.precision!r})")
-    written = ("training", "checkpoint_every_n_layers") in loc.lines or \
-        ("training", "checkpoint_every_n_layers") in loc.origins
-    if written and t.selective_checkpointing != "layers":
-        raise loc.error(("training", "checkpoint_every_n_layers"),
-                        f"only applies with selective_checkpointing: layers (it is {t.selective_checkpointing!r})")
+        if loc.written(("training", key)) and t.activation_checkpointing != needs:
+            loc.report(("training", key), f"only applies with activation_checkpointing: {needs} "
+                                          f"(it is {t.activation_checkpointing!r})")
+    if loc.written(("training", "fp8_recipe")) and t.precision != "fp8":
+        loc.report(("training", "fp8_recipe"), f"only applies with precision: fp8 (it is {t.precision!r})")
+    if loc.written(("training", "checkpoint_every_n_layers")) and t.selective_checkpointing != "layers":
+        loc.report(("training", "checkpoint_every_n_layers"),
+                   f"only applies with selective_checkpointing: layers (it is {t.selective_checkpointing!r})")
 
 
 def _check_data(loc: Located, s: PlanSpec) -> None:
@@ -384,40 +458,60 @@ def _check_data(loc: Located, s: PlanSpec) -> None:
     if d is None:
         return
     if d.tokens is not None and d.samples is not None:
-        raise loc.error(("data", "samples"), "give either 'tokens' or 'samples', not both")
+        loc.report(("data", "samples"), "give either 'tokens' or 'samples', not both")
     if d.tokens is None and d.samples is None:
-        raise loc.error(("data",), "missing required key 'tokens' or 'samples'")
+        loc.report(("data",), "missing required key 'tokens' or 'samples'")
 
 
 def _check_precision(loc: Located, s: PlanSpec, device: hw.Device) -> None:
     dtype = s.training.precision
     if device.peak(dtype) is None:
         have = ", ".join(device.peak_flop_per_s)
-        raise loc.error(("training", "precision"),
-                        f"{dtype!r} is not supported by device {device.name!r}; allowed: {have}")
+        loc.report(("training", "precision"),
+                   f"{dtype!r} is not supported by device {device.name!r}; allowed: {have}")
     # TransformerEngine's MXFP8 recipe scales 1x32 blocks in hardware, which only Blackwell tensor cores do
     # (TE docs, "Using FP8 with Transformer Engine": MXFP8 requires compute capability 10.0 or newer).
     if dtype == "fp8" and s.training.fp8_recipe == "mxfp8" and device.architecture not in (None, "blackwell"):
-        raise loc.error(("training", "fp8_recipe"),
-                        f"'mxfp8' needs Blackwell tensor cores; device {device.name!r} is {device.architecture}; "
-                        "allowed here: delayed | current | blockwise")
+        loc.report(("training", "fp8_recipe"),
+                   f"'mxfp8' needs Blackwell tensor cores; device {device.name!r} is {device.architecture}; "
+                   "allowed here: delayed | current | blockwise")
+
+def _check(loc: Located, check, *args) -> Any:
+    """Run one check; a check that raises instead of reporting has its problem reported too, and one
+    that touches a BROKEN value stops there (its result is then None), as does one that meets a derived
+    value left unset (None) because an earlier problem stopped its derivation."""
+    try:
+        with loc.problems.guard():
+            return check(loc, *args)
+    except Unusable:
+        pass
+    except TypeError:
+        if not len(loc.problems):  # no earlier problem explains it: a bug in simkit
+            raise
+    return None
 
 
 def load_plan_located(loc: Located) -> Plan:
+    """A Plan from parsed YAML; every independent problem is raised at once (SimkitErrors)."""
     if not isinstance(loc.data, dict):
         raise loc.error((), f"expected a mapping with model, training, hardware; got {type(loc.data).__name__}")
-    _expand_preset(loc)
+    _check(loc, _expand_preset)
     raw = copy.deepcopy(loc.data)
-    spec_ = build(PlanSpec, loc.data, loc)
-    _check_model(loc, spec_.model)
-    device, intra, inter = _resolve_hardware(loc, spec_)
-    _check_parallelism(loc, spec_)
-    _check_data(loc, spec_)
-    _check_checkpointing(loc, spec_)
-    _derive_stack(spec_)
-    _check_precision(loc, spec_, device)
-    return Plan(spec=spec_, device=device, intra_node=intra, inter_node=inter, source=loc.file or "<dict>",
-                raw=raw)
+    s = build(PlanSpec, loc.data, loc, partial=True)
+    _check(loc, _check_model, s.model)
+    resolved = _check(loc, _resolve_hardware, s)
+    _check(loc, _check_model_parallel, s)
+    _check(loc, _check_parallelism, s)
+    _check(loc, _check_data, s)
+    _check(loc, _check_checkpointing, s)
+    if not len(loc.problems):
+        _derive_stack(s)
+    if resolved:
+        _check(loc, _check_precision, s, resolved[0])
+    loc.problems.raise_if_any()
+    device, intra, inter = resolved
+    return Plan(spec=s, device=device, intra_node=intra, inter_node=inter, source=loc.file or "<dict>",
+                raw=raw, assumptions=_assumptions(loc, s.hardware, device, intra))
 
 
 def read_raw(source: Any, overrides: list[str] | tuple[str, ...] = ()) -> dict:
@@ -435,6 +529,7 @@ def read_raw(source: Any, overrides: list[str] | tuple[str, ...] = ()) -> dict:
         raise SimkitError(f"expected a mapping with model, training, hardware; got {type(data).__name__}")
     loc = Located(data=apply_overrides(data, overrides) if overrides else data)
     _expand_preset(loc)
+    loc.problems.raise_if_any()
     return loc.data
 
 
@@ -453,6 +548,7 @@ def load_plan(source: Any, overrides: list[str] | tuple[str, ...] = ()) -> Plan:
     if overrides:
         if not isinstance(loc.data, dict):
             raise loc.error((), "expected a mapping")
-        origins = {parse_override(text)[0]: f"--set {text!r}" for text in overrides}
-        loc = Located(data=apply_overrides(loc.data, overrides), file=loc.file, lines=loc.lines, origins=origins)
+        problems = Problems()  # the bad overrides are reported with the plan's own problems
+        data, origins = _apply_overrides(loc.data, overrides, problems)
+        loc = Located(data=data, file=loc.file, lines=loc.lines, origins=origins, problems=problems)
     return load_plan_located(loc)

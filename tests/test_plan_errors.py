@@ -39,6 +39,10 @@ hardware:
 
 APPEND = None  # an edit with old=APPEND adds its text at the end of the plan
 
+# 200 bytes that expand to 9^7 = 4.8 million values (the issue's 7 levels of 9 aliases), lines 15-22
+BOMB = "a: &a [x, x, x, x, x, x, x, x, x]\n" + "".join(
+    f"{n}: &{n} [{', '.join([f'*{p}'] * 9)}]\n" for p, n in zip("abcdef", "bcdefg")) + "bomb: *g\n"
+
 MULTI = "  device: a100-80gb\n  devices_per_node: 4\n  intra_node: nvlink3\n"  # lines 14-16
 PARALLEL = "parallelism:\n"                                                    # line 17, then 18
 
@@ -143,7 +147,7 @@ PLAN_CASES = [
      "{path}:7: data: expected a mapping of keys, got int 5"),
     ("no device", [("device: a100-80gb", "nodes: 1")],
      "{path}:13: hardware: missing required key 'device' (or give a 'system')"),
-    ("several devices, no intra_node", [("  device: a100-80gb\n", "  device: a100-80gb\n  devices_per_node: 4\n")],
+    ("several devices, no intra_node", [("  device: a100-80gb\n", "  device: cpu\n  devices_per_node: 4\n")],
      "{path}:13: hardware.intra_node: required when devices_per_node > 1 (an interconnect name, e.g. nvlink3 or "
      "pcie4), or use a profile calibrated with --comm"),
     ("several nodes, no inter_node", [("  device: a100-80gb\n", "  device: a100-80gb\n  nodes: 4\n")],
@@ -153,6 +157,88 @@ PLAN_CASES = [
      "{path}:12: training.precision: 'fp8' is not supported by device 'a100-80gb'; allowed: fp32, tf32, fp16, bf16"),
     ("missing profile path", [("device: a100-80gb", "device: ./no-such-profile.yaml")],
      "{path}:14: hardware.device: profile file './no-such-profile.yaml' not found"),
+    # what a careless or hostile hand writes: bombs, tags, non-finite and huge numbers, bools, odd keys
+    ("YAML alias bomb", [(APPEND, BOMB)],
+     "{path}:16: b.0: YAML aliases are not allowed (*a); write the value out"),
+    ("YAML alias", [("  n_layers: 12\n", "  n_layers: &layers 12\n"), ("  n_heads: 12", "  n_heads: *layers")],
+     "{path}:4: model.n_heads: YAML aliases are not allowed (*layers); write the value out"),
+    ("YAML merge key", [("model:\n", "model:\n  <<: {causal: true}\n")],
+     "{path}:2: model: merge keys ('<<') are not allowed; write the keys out"),
+    ("python tag", [("n_layers: 12", "n_layers: !!python/object/apply:os.system ['echo hi']")],
+     "{path}:2: model.n_layers: the YAML tag '!!python/object/apply:os.system' is not allowed; write a plain value"),
+    ("python name tag", [("device: a100-80gb", "device: !!python/name:os.system")],
+     "{path}:14: hardware.device: the YAML tag '!!python/name:os.system' is not allowed; write a plain value"),
+    ("local tag", [("precision: bf16", "precision: !fast bf16")],
+     "{path}:12: training.precision: the YAML tag '!fast' is not allowed; write a plain value"),
+    ("set tag", [("precision: bf16", "precision: !!set {bf16}")],
+     "{path}:12: training.precision: the YAML tag '!!set' is not allowed; write a plain value"),
+    ("NaN in an integer", [("n_layers: 12", "n_layers: .nan")],
+     "{path}:2: model.n_layers: nan is not a finite number"),
+    ("negative infinity", [("tokens: 1.0e+9", "tokens: -.inf")],
+     "{path}:8: data.tokens: -inf is not a finite number"),
+    ("huge width", [("  seq_len: 1024\n", "  seq_len: 1024\n  d_ff: 1.0e+308\n")],
+     "{path}:7: model.d_ff: 1e+308 is above the maximum 10000000 (the most simkit computes with)"),
+    ("huge integer", [("vocab_size: 50257", "vocab_size: 1000000000000000000000000000000")],
+     "{path}:5: model.vocab_size: 1000000000000000000000000000000 is above the maximum 100000000 (the most "
+     "simkit computes with)"),
+    ("integer beyond float", [("n_layers: 12", "n_layers: 1" + "0" * 400)],
+     "{path}:2: model.n_layers: 100000000000... is not a number simkit can use (over 100 digits)"),
+    ("huge token count", [("tokens: 1.0e+9", "tokens: 1.0e+30")],
+     "{path}:8: data.tokens: 1e+30 is above the maximum 1e+18 (the most simkit computes with)"),
+    ("bool for a parallel size", [(APPEND, PARALLEL + "  tensor_parallel: true\n")],
+     "{path}:16: parallelism.tensor_parallel: true is not an integer"),
+    ("bool for a number", [("tokens: 1.0e+9", "tokens: yes")],
+     "{path}:8: data.tokens: true is not a number"),
+    ("date for an integer", [("n_layers: 12", "n_layers: 2026-01-01")],
+     "{path}:2: model.n_layers: 2026-01-01 is not an integer"),
+    ("impossible date", [("n_layers: 12", "n_layers: 2026-13-45")],
+     "{path}:2: model.n_layers: '2026-13-45' is not a valid date (month must be in 1..12)"),
+    ("list for an integer", [("n_layers: 12", "n_layers: [1, 2]")],
+     "{path}:2: model.n_layers: [1, 2] is not an integer"),
+    ("mapping for a name", [("device: a100-80gb", "device: {name: a100-80gb}")],
+     "{path}:14: hardware.device: {{'name': 'a100-80gb'}} is not a non-empty string"),
+    ("empty name", [("device: a100-80gb", "device: ''")],
+     "{path}:14: hardware.device: '' is not a non-empty string"),
+    ("duplicate section", [(APPEND, "model:\n  n_layers: 2\n")],
+     "{path}:15: model: duplicate key (first written on line 1)"),
+    ("list as a key", [("  seq_len: 1024\n", "  seq_len: 1024\n  ? [a, b]\n  : 1\n")],
+     "{path}:7: model: a key must be a plain name, not a list or mapping"),
+    ("number as a key", [("  seq_len: 1024\n", "  seq_len: 1024\n  1024: seq_len\n")],
+     "{path}:7: model.1024: unknown key; allowed: attention, attention_kernel, causal, d_ff, d_model, dropout, "
+     "kernels, mlp, n_heads, n_kv_heads, n_layers, norm, ..."),
+    ("control character", [("n_layers: 12", "n_layers: 1\x072")],
+     "{path}:2: not valid YAML: control characters are not allowed, character '\\x07'"),
+    ("nested too deep", [("tokens: 1.0e+9", "tokens: " + "[" * 40 + "]" * 40)],
+     "{path}:8: data.tokens.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0: nested more than 32 levels deep"),
+    ("unknown preset, keys left to it", [("model:\n  n_layers: 12\n  d_model: 768\n  n_heads: 12\n  vocab_size: "
+                                          "50257\n  seq_len: 1024\n", "model:\n  preset: llama-9000\n")],
+     "{path}:2: model.preset: unknown preset 'llama-9000'; did you mean 'llama3-70b' or 'llama2-70b' or 'llama3-8b'?"),
+    # the parallelism keys
+    ("data_parallel zero", [(APPEND, PARALLEL + "  data_parallel: 0\n")],
+     "{path}:16: parallelism.data_parallel: 0 must be positive (> 0)"),
+    ("virtual stages zero", [(APPEND, PARALLEL + "  virtual_pipeline_stages: 0\n")],
+     "{path}:16: parallelism.virtual_pipeline_stages: 0 must be positive (> 0)"),
+    ("pipeline above the maximum", [(APPEND, PARALLEL + "  pipeline_parallel: 1.0e+9\n")],
+     "{path}:16: parallelism.pipeline_parallel: 1000000000.0 is above the maximum 1000000 (the most simkit "
+     "computes with)"),
+    ("context parallel with eager attention", [("  seq_len: 1024\n", "  seq_len: 1024\n  attention: eager\n"),
+                                               ("  device: a100-80gb\n", MULTI),
+                                               (APPEND, PARALLEL + "  context_parallel: 4\n")],
+     "{path}:19: parallelism.context_parallel: 4 needs model.attention: fused (ring attention runs fused kernels)"),
+    ("tp_comm_overlap not a bool", [(APPEND, PARALLEL + "  tp_comm_overlap: 'yes'\n")],
+     "{path}:16: parallelism.tp_comm_overlap: 'yes' is not true or false"),
+    ("zero_stage a fraction", [(APPEND, PARALLEL + "  zero_stage: 1.5\n")],
+     "{path}:16: parallelism.zero_stage: 1.5 is not an integer"),
+    ("selective keys without selective", [("precision: bf16\n", "precision: bf16\n  selective_checkpointing: ops\n")],
+     "{path}:13: training.selective_checkpointing: only applies with activation_checkpointing: selective (it is "
+     "'none')"),
+    ("every-n-layers without layers", [("precision: bf16\n", "precision: bf16\n  activation_checkpointing: "
+                                        "selective\n  checkpoint_every_n_layers: 3\n")],
+     "{path}:14: training.checkpoint_every_n_layers: only applies with selective_checkpointing: layers (it is "
+     "'attention')"),
+    ("checkpoint_every_n_layers zero", [("precision: bf16\n", "precision: bf16\n  activation_checkpointing: "
+                                         "selective\n  selective_checkpointing: layers\n  checkpoint_every_n_layers: 0\n")],
+     "{path}:15: training.checkpoint_every_n_layers: 0 must be positive (> 0)"),
     ("YAML syntax", [("seq_len: 1024", "seq_len: [1024")],
      "{path}:7: not valid YAML: did not find expected ',' or ']' (while parsing a flow sequence started on line 6)"),
     ("tab indentation", [("  seq_len: 1024", "\tseq_len: 1024")],
@@ -430,3 +516,102 @@ def test_predict_debug_shows_a_traceback(write):
     result = _cli("--debug", "predict", str(path))
     assert "Traceback (most recent call last)" in result.stderr
     assert "SimkitError" in result.stderr
+
+
+# ----------------------------------------------------------------------------- every error at once
+MULTI_ERROR_PLAN = """\
+model:
+  n_layers: twelve
+  d_model: 768
+  n_heads: 11
+  vocab_size: 50257
+  seq_len: 1024
+  d_ff: 1.0e+308
+data:
+  tokens: .nan
+training:
+  global_batch_size: 32
+  micro_batch_size: 8
+  precision: fp64
+hardware:
+  device: a100
+parallelism:
+  zero_stage: 4
+"""
+MULTI_ERRORS = [
+    "{path}:2: model.n_layers: 'twelve' is not an integer",
+    "{path}:4: model.n_heads: 11 does not divide d_model 768; allowed: a divisor of 768",
+    "{path}:7: model.d_ff: 1e+308 is above the maximum 10000000 (the most simkit computes with)",
+    "{path}:9: data.tokens: nan is not a finite number",
+    "{path}:13: training.precision: 'fp64' is not allowed; allowed: fp32 | tf32 | fp16 | bf16 | fp8",
+    "{path}:15: hardware.device: unknown device 'a100'; did you mean 'a10' or 'a100-80gb' or 'a100-40gb'?",
+    "{path}:17: parallelism.zero_stage: 4 is above the maximum 3 (allowed 0..3)",
+]
+
+
+def test_every_independent_error_is_reported_at_once_sorted_by_line(write, runner):
+    from simkit.cli import cli
+
+    path = write(MULTI_ERROR_PLAN)
+    assert _error(path).splitlines() == [e.format(path=path) for e in MULTI_ERRORS]
+    result = runner.invoke(cli, ["predict", str(path)])
+    assert result.exit_code == 2 and result.stdout == ""
+    assert result.stderr.splitlines() == [f"error: {e.format(path=path)}" for e in MULTI_ERRORS]
+
+
+def test_errors_are_capped_at_20_lines_and_the_rest_counted(write, runner):
+    from simkit.cli import cli
+
+    path = write(PLAN.replace("  seq_len: 1024\n", "  seq_len: 1024\n" + "".join(f"  zz{i}: 1\n" for i in range(25))))
+    result = runner.invoke(cli, ["predict", str(path)])
+    lines = result.stderr.splitlines()
+    assert result.exit_code == 2 and len(lines) == 21
+    assert lines[0].startswith(f"error: {path}:7: model.zz0: unknown key; ")
+    assert lines[-1] == "error: ... and 5 more errors (fix these and run again)"
+
+
+def test_a_misspelt_required_key_is_one_error_not_two(write):
+    path = write(PLAN.replace("  vocab_size:", "  vocab_sise:"))
+    assert _error(path) == f"{path}:5: model.vocab_sise: unknown key; did you mean 'vocab_size' or 'positions'?"
+
+
+def test_a_bad_value_does_not_cascade_into_the_checks_that_use_it(write):
+    """n_layers is bad: the pipeline check that compares with it says nothing, the batch check still runs."""
+    path = write(_edit(PLAN, [("n_layers: 12", "n_layers: -3"), ("global_batch_size: 32", "global_batch_size: 30"),
+                              ("  device: a100-80gb\n", MULTI), (APPEND, PARALLEL + "  pipeline_parallel: 2\n")]))
+    assert _error(path).splitlines() == [
+        f"{path}:2: model.n_layers: -3 must be positive (> 0)",
+        f"{path}:10: training.global_batch_size: 30 is not a multiple of micro_batch_size 8 x data_parallel 2 = 16"]
+
+
+def test_set_errors_come_with_the_plan_errors(write):
+    path = write(_edit(PLAN, [("precision: bf16", "precision: fp64")]))
+    assert _error(path, ["training.micro_batch=4", "hardware.nodes=zero"]).splitlines() == [
+        "--set 'training.micro_batch=4': training.micro_batch: unknown key; did you mean 'micro_batch_size' or "
+        "'global_batch_size' or 'cross_entropy'?",
+        "--set 'hardware.nodes=zero': hardware.nodes: 'zero' is not an integer",
+        f"{path}:12: training.precision: 'fp64' is not allowed; allowed: fp32 | tf32 | fp16 | bf16 | fp8"]
+
+
+def test_every_profile_error_is_reported_at_once(write):
+    profile = write(_edit(PROFILE, [("kind: device", "kind: system"), ("description:", "descripton:"),
+                                    ("value: 16,", "value: sixteen,")]), "profile.yaml")
+    plan = write(PLAN.replace("device: a100-80gb", "device: profile.yaml").replace("bf16", "fp32"))
+    assert _error(plan).splitlines() == [
+        f"{profile}:2: kind: 'system' is not allowed here; expected kind: device",
+        f"{profile}:3: descripton: unknown key; did you mean 'description' or 'calibration'?",
+        f"{profile}:4: memory_gib.value: 'sixteen' is not a number"]
+
+
+def test_the_alias_bomb_is_refused_in_well_under_a_second(write):
+    import time
+
+    path = write(BOMB)
+    began = time.perf_counter()
+    assert _error(path) == f"{path}:2: b.0: YAML aliases are not allowed (*a); write the value out"
+    assert time.perf_counter() - began < 1.0
+
+
+def test_corpus_size():
+    """The issue asks for at least 40 kinds of bad plan; keep the count visible."""
+    assert len(PLAN_CASES) >= 80

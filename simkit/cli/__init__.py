@@ -46,7 +46,7 @@ class LazyGroup(click.Group):
         except SimkitError as exc:
             if ctx.params.get("debug"):
                 raise
-            click.echo(f"error: {exc}", err=True)
+            echo_error(exc)
             ctx.exit(2)
 
 
@@ -58,11 +58,17 @@ def cli(debug: bool) -> None:
     fastest way to run it?"""
 
 
+def echo_error(exc: SimkitError) -> None:
+    """Every problem on its own line (`error: FILE:LINE: KEY: message`), at most MAX_SHOWN of them."""
+    for line in exc.lines():
+        click.echo(f"error: {line}", err=True)
+
+
 def main() -> None:
     try:
         cli.main(standalone_mode=True)
     except SimkitError as exc:  # raised outside a command's invoke, or re-raised under --debug
         if "--debug" in sys.argv[1:]:
             raise
-        click.echo(f"error: {exc}", err=True)
+        echo_error(exc)
         sys.exit(2)

@@ -1,27 +1,21 @@
 """`simkit calibrate`: measure this machine, write a calibrated device profile, append to history."""
 from __future__ import annotations
 
-import signal
 import sys
 
 import click
 
 from simkit.measure.calibrate import (CalibrationResult, Settings, catalogue_device, check_settings, history_record,
                                      join_collectives, profile_text, run, summary_rows)
+from simkit.cli.signals import interruptible
 from simkit.core.errors import SimkitError
-from simkit.core.yamlio import write_atomic
-
-EXIT_INTERRUPTED = 130
+from simkit.core.files import check_writable, write_atomic
 
 
 def _default_device() -> str:
     import torch
 
     return "cuda" if torch.cuda.is_available() else "cpu"
-
-
-def _raise_interrupt(signum, frame):
-    raise KeyboardInterrupt
 
 
 class _Bar:
@@ -65,7 +59,8 @@ class _Bar:
 @click.option("--rdzv-endpoint", default=None, metavar="HOST:PORT",
               help="Where the nodes meet: node 0's address and a free port on it, the same on every node.")
 @click.option("--comm-timeout", type=float, default=None,
-              help="Seconds a node waits for the others to join, and for any one collective, with --nnodes "
+              help="Seconds any one collective waits for the other ranks (with --nnodes also: a node for the "
+                   "others to join); a rank that crashes or hangs is then named with what it was doing "
                    "[default: 300].")
 @click.option("--output", "-o", type=click.Path(dir_okay=False), default=None,
               help="Profile to write [default: calibrated-<device>.yaml].")
@@ -86,16 +81,13 @@ def calibrate_cmd(device, quick, threads, comm, nproc, nnodes, node_rank, rdzv_e
     if settings.multinode and settings.node_rank:
         _join(settings)
         return
-    previous = signal.signal(signal.SIGTERM, _raise_interrupt)
-    try:
+    check_writable(output, "--output")  # a full disk or a read-only folder is found now, not after the run
+    if not no_history:
+        _check_history(history_path)
+    with interruptible(f"{output} was not written (an earlier file there is untouched)"):
         with _Bar() as bar:
             result = run(settings, on_progress=bar)
         write_atomic(output, profile_text(result))
-    except KeyboardInterrupt:
-        click.echo(f"interrupted: {output} was not written (an earlier file there is untouched)", err=True)
-        sys.exit(EXIT_INTERRUPTED)
-    finally:
-        signal.signal(signal.SIGTERM, previous)
     _print_summary(result, output)
     if not no_history:
         _append_history(result, history_path)
@@ -110,7 +102,7 @@ def _settings(device: str, quick: bool, threads: int | None, comm: bool, **comm_
         flag = "--" + name.removesuffix("_s").replace("_", "-")
         if not comm:
             raise SimkitError(f"{flag} only applies with --comm", key=flag)
-        if name not in ("nproc", "nnodes") and flags.get("nnodes", 1) < 2:
+        if name not in ("nproc", "nnodes", "comm_timeout_s") and flags.get("nnodes", 1) < 2:
             raise SimkitError(f"{flag} only applies with --nnodes 2 or more", key=flag)
     return Settings(device=device, quick=quick, threads=threads if threads is not None else cpu_count(), comm=comm,
                     **flags)
@@ -118,18 +110,26 @@ def _settings(device: str, quick: bool, threads: int | None, comm: bool, **comm_
 
 def _join(settings: Settings) -> None:
     """Node 1.. of a run across nodes: the collective benchmark only; nothing is written here."""
-    previous = signal.signal(signal.SIGTERM, _raise_interrupt)
-    try:
+    with interruptible(f"node {settings.node_rank} stopped its torchrun launch"):
         with _Bar() as bar:
             join_collectives(settings, on_progress=bar)
-    except KeyboardInterrupt:
-        click.echo(f"interrupted: node {settings.node_rank} stopped its torchrun launch", err=True)
-        sys.exit(EXIT_INTERRUPTED)
-    finally:
-        signal.signal(signal.SIGTERM, previous)
     processes = f"{settings.nproc} process{'es' if settings.nproc != 1 else ''}"
     click.echo(f"node {settings.node_rank} of {settings.nnodes}: took part in the collective benchmark ({processes} "
                "here); node 0 writes the profile, nothing was written on this node")
+
+
+def _check_history(path: str | None) -> None:
+    """The history store can be appended to (its folder is created as appending would)."""
+    try:
+        from simkit.track.history import resolve_path
+    except ModuleNotFoundError:
+        return
+    target = resolve_path(path)
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise SimkitError(f"cannot write: {exc.strerror}", file=str(target), key="--history") from None
+    check_writable(target, "--history")
 
 
 def _print_summary(result: CalibrationResult, output: str) -> None:

@@ -85,6 +85,9 @@ def _show_device(d: hw.Device) -> list[str]:
     for key, value in d.matmul_efficiency.items():
         source = d.sources.get(f"matmul_efficiency.{key}", "not given; 1.0 assumed" if key == "default" else "")
         lines += _fact_lines(f"matmul_efficiency.{key}", value, "of dense peak", source)
+    if d.native_link:
+        lines += [f"  {'native_link':<32} {d.native_link} (the intra-node link when a plan names none)",
+                  f"      source: {d.sources.get('native_link') or '-'}"]
     if d.calibration is not None:
         lines += _show_calibration(d.calibration)
     return lines

@@ -59,6 +59,7 @@ def format_prediction(plan, pred) -> str:
         out += [f"  {note}" for note in pred.placement]
     for w in pred.warnings:
         out.append(f"warning: {w}")
+    out += [f"assumed: {a}" for a in pred.assumptions]  # what the plan left out and simkit filled in
     return "\n".join(out)
 
 
@@ -166,17 +167,22 @@ def sweep_cmd(plan_file, varies, overrides, output):
     import numpy as np
 
     from simkit.cli.progress import SWEEP_BAR_DELAY_S, bar, sweep_callback
+    from simkit.cli.signals import interruptible
+    from simkit.core.files import check_writable
+    from simkit.report.columns import write_columns
     from simkit.search.sweep import sweep_columns
 
+    if output:
+        check_writable(output, "--output")  # before the sweep: a full disk or read-only folder is one line now
     t0 = time.perf_counter()
-    with bar(0, "combinations", "predicting", delay_s=SWEEP_BAR_DELAY_S) as progress:
-        columns = sweep_columns(plan_file, list(varies), tuple(overrides), progress=sweep_callback(progress))
+    with interruptible(f"{output} was not written (an earlier file there is untouched)" if output else "stopped"):
+        with bar(0, "combinations", "predicting", delay_s=SWEEP_BAR_DELAY_S) as progress:
+            columns = sweep_columns(plan_file, list(varies), tuple(overrides), progress=sweep_callback(progress))
+        if output:
+            write_columns(output, columns)
     elapsed = time.perf_counter() - t0
     rows, valid = len(columns["reason"]), int((columns["reason"] == "").sum())
     if output:
-        from simkit.report.columns import write_columns
-
-        write_columns(output, columns)
         click.echo(f"{rows:,} combinations ({valid:,} valid) in {elapsed:.2f} s -> {output}")
     else:
         import pandas as pd
@@ -202,8 +208,8 @@ def estimate_cmd(params, tokens, device, devices, mfu, precision):
     from simkit.model.estimate import DEFAULT_MFU, estimate
 
     for name, value in (("--params", params), ("--tokens", tokens)):
-        if not value > 0 or value != value or value == float("inf"):
-            raise SimkitError(f"{value!r} must be a positive finite number", key=name)
+        if not 0 < value <= 1e18:  # NaN fails too; beyond 1e18 the product overflows what is worth printing
+            raise SimkitError(f"{value!r} must be a positive finite number, at most 1e+18", key=name)
     e = estimate(params=params, tokens=tokens, device=device, devices=devices,
                  mfu=DEFAULT_MFU if mfu is None else mfu, precision=precision)
     click.echo(_rows([

@@ -9,9 +9,11 @@ from pathlib import Path
 import click
 
 from simkit.cli import progress
-from simkit.report import figures, plots, tables, terminal
+from simkit.cli.signals import interruptible
 from simkit.core.errors import SimkitError
+from simkit.core.files import append_line, check_writable
 from simkit.core.units import human_bytes
+from simkit.report import figures, plots, tables, terminal
 
 _BREAKDOWN_COLUMNS = [("part", "part", tables.plain), ("predicted_s", "predicted", tables.seconds),
                       ("measured_s", "measured", tables.seconds), ("error", "error", tables.percent),
@@ -54,8 +56,11 @@ _SUITE_COLUMNS = [("name", "plan", tables.plain), ("shape", "dp x mb x ga, preci
 @click.option("--write-interval", type=click.Path(dir_okay=False),
               help="With --cv source: write the interval per kind of profile (e.g. simkit/presets/model_error.yaml).")
 @click.option("--json", "as_json", is_flag=True, help="Print the results as JSON.")
+@click.option("--timeout", "timeout_s", type=click.FloatRange(min=0, min_open=True), default=None,
+              help="Seconds a multi-process run may take before its workers are stopped and the rank that "
+              "hung is named [default: 10 min + 10x the predicted time of its steps].")
 def validate_cmd(plan, suite, published, steps, warmup, profiles, record, overrides, threads, device, no_scale_down,
-                 max_step_s, flush_denormal, plot, cv, write_interval, as_json):
+                 max_step_s, flush_denormal, plot, cv, write_interval, as_json, timeout_s):
     """Compare predicted and measured step time: train PLAN (or every plan of --suite) here for real,
     or score the cases of published-cases files (--published FILE [FILE ...])."""
     if plot:
@@ -76,15 +81,28 @@ def validate_cmd(plan, suite, published, steps, warmup, profiles, record, overri
         if profiles or record or overrides:
             raise SimkitError("--profile, --record and --set apply to live runs (PLAN or --suite), not --published")
         if cv:
+            if write_interval:
+                check_writable(write_interval, "--write-interval")
             return _cross_validate(list(published), write_interval, as_json)
+        if plot:
+            check_writable(plot, "--plot")
         return _published(list(published), plot, as_json)
     from simkit.validate import live as v
 
     paths = [Path(plan)] if plan else v.suite_plans(suite)
+    for path, what in ((record, "--record"), (plot, "--plot")):
+        if path:  # a full disk or a read-only folder is found before the runs, not after
+            check_writable(path, what, append=path == record)
     options = dict(steps=steps, warmup=warmup, threads=threads, device=device, scale_down=not no_scale_down,
-                   max_step_s=max_step_s, flush_denormal=flush_denormal)
+                   max_step_s=max_step_s, flush_denormal=flush_denormal, timeout_s=timeout_s)
     results = []
-    with progress.bar(len(paths), "plans") if suite else nullcontext() as bar:
+
+    def interrupted() -> str:
+        done = sum("error" in r for r in results)
+        kept = f"; their records are in {record}" if record and done else ""
+        return f"{done} of {len(paths)} plan{'s' * (len(paths) > 1)} measured{kept}; nothing else was written"
+
+    with interruptible(interrupted), (progress.bar(len(paths), "plans") if suite else nullcontext()) as bar:
         for i, path in enumerate(paths, 1):
             if bar is not None:       # a terminal: one bar saying which plan, how many done, time left
                 bar.set_description_str(f"measuring {path.name}")
@@ -95,12 +113,11 @@ def validate_cmd(plan, suite, published, steps, warmup, profiles, record, overri
             except SimkitError as exc:
                 if not suite:
                     raise
-                result = {"plan_file": str(path), "failure": str(exc)}
-                progress.echo(bar, f"  failed: {exc}")
+                result = {"plan_file": str(path), "failure": "; ".join(exc.lines(5))}
+                progress.echo(bar, f"  failed: {result['failure']}")
             else:
-                if record:
-                    with open(record, "a", encoding="utf-8") as fh:
-                        fh.write(v.record_line(result) + "\n")
+                if record:  # one whole line under a lock: concurrent validate runs never interleave
+                    append_line(record, (v.record_line(result) + "\n").encode("utf-8"), what="--record file")
                 if not as_json and not suite:
                     click.echo(_live_text(result))
             results.append(result)

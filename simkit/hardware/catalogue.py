@@ -7,7 +7,7 @@ import math
 from pathlib import Path
 from typing import Any
 
-from simkit.core.errors import SimkitError, close_names
+from simkit.core.errors import SimkitError, close_names, closest
 from simkit.core.yamlio import Located, read_yaml
 from simkit.hardware.profile import parse_calibration
 from simkit.hardware.types import DTYPES, GB, GIB, KINDS, TFLOP, Device, Interconnect, System
@@ -87,16 +87,21 @@ def _fact(loc: Located, data: dict, path: tuple, key: str, *, required: bool = T
     return float(value), item["source"]
 
 
-def _check_keys(loc: Located, data: Any, path: tuple, allowed: tuple[str, ...], required: tuple[str, ...]) -> None:
+def _check_keys(loc: Located, data: Any, path: tuple, allowed: tuple[str, ...], required: tuple[str, ...]) -> bool:
+    """Report every unknown and missing key of the mapping at `path`; whether there was none."""
     if not isinstance(data, dict):
-        raise loc.error(path, f"expected a mapping, got {type(data).__name__}")
+        loc.report(path, f"expected a mapping, got {type(data).__name__}")
+        return False
+    before, suggested = len(loc.problems), set()
     for key in data:
         if key not in allowed:
-            raise loc.error(path + (key,), f"unknown key; {close_names(str(key), allowed)}")
+            loc.report(path + (key,), f"unknown key; {close_names(str(key), allowed)}")
+            suggested.update(closest(str(key), allowed, 1))
     for key in required:
-        if key not in data:
+        if key not in data and key not in suggested:  # a misspelt key's error already names it
             at = "" if path else " at the top level"  # below the top, the error's key path says where
-            raise loc.error(path, f"missing required key '{key}'{at}")
+            loc.report(path, f"missing required key '{key}'{at}")
+    return loc.problems.ok_since(before)
 
 
 def _str(loc: Located, data: dict, path: tuple, key: str, default: str | None = None) -> str | None:
@@ -114,44 +119,76 @@ def _check_kind(loc: Located, data: dict, kind: str) -> None:
 
 # ----------------------------------------------------------------------------- devices
 _DEVICE_KEYS = ("name", "kind", "description", "architecture", "memory_gib", "memory_bandwidth_gb_per_s",
-                "peak_tflops", "fitted",
-                "matmul_efficiency", "memory_bandwidth_efficiency", "price_per_hour_usd", "calibration")
+                "peak_tflops", "fitted", "matmul_efficiency", "memory_bandwidth_efficiency", "price_per_hour_usd",
+                "native_link", "calibration")
+_DEVICE_REQUIRED = ("name", "kind", "memory_gib", "memory_bandwidth_gb_per_s", "peak_tflops")
+
+
+def _native_link(loc: Located, data: dict) -> tuple[str | None, str]:
+    """`native_link: {value: nvlink3, source: "..."}`: the link a node of these devices has unless the
+    plan says otherwise (an SXM board's NVLink, a PCIe card's slot); a catalogue interconnect name."""
+    if "native_link" not in data:
+        return None, ""
+    item, where = data["native_link"], ("native_link",)
+    if not isinstance(item, dict) or set(item) - {"value", "source"}:
+        raise loc.error(where, f"{item!r} must be a mapping {{value: INTERCONNECT, source: \"...\"}}")
+    if not isinstance(item.get("source"), str) or not item["source"].strip():
+        raise loc.error(where, "every value needs a non-empty 'source' (document or measurement)")
+    name = item.get("value")
+    names = catalogue_names("interconnect")
+    if not isinstance(name, str) or name not in names:
+        raise loc.error(where + ("value",), f"unknown interconnect {name!r}; {close_names(str(name), names)}")
+    return name, item["source"]
 
 
 def parse_device(loc: Located) -> Device:
-    data = loc.data
-    _check_keys(loc, data, (), _DEVICE_KEYS, ("name", "kind", "memory_gib", "memory_bandwidth_gb_per_s", "peak_tflops"))
-    _check_kind(loc, data, "device")
+    """A device from a catalogue file or a calibrated profile; every problem of the file at once."""
+    data, problems = loc.data, loc.problems
+    if not isinstance(data, dict):
+        raise loc.error((), f"expected a mapping, got {type(data).__name__}")
+    _check_keys(loc, data, (), _DEVICE_KEYS, _DEVICE_REQUIRED)
+    problems.call(_check_kind, loc, data, "device")
     sources: dict[str, str] = {}
-    mem, sources["memory_gib"] = _fact(loc, data, (), "memory_gib")
-    bw, sources["memory_bandwidth_gb_per_s"] = _fact(loc, data, (), "memory_bandwidth_gb_per_s")
-    peaks = data["peak_tflops"]
-    _check_keys(loc, peaks, ("peak_tflops",), DTYPES, ())
-    if not peaks:
-        raise loc.error(("peak_tflops",), f"needs at least one dtype; allowed: {', '.join(DTYPES)}")
+
+    def fact(table: dict, path: tuple, key: str, **kw) -> float | None:
+        where = ".".join(path + (key,))
+        if key not in table:  # a missing required key is reported by _check_keys
+            return None
+        value, sources[where] = problems.call(_fact, loc, table, path, key, default=(None, ""), **kw)
+        return value
+
+    mem = fact(data, (), "memory_gib")
+    bw = fact(data, (), "memory_bandwidth_gb_per_s")
     peak = {}
-    for dtype in peaks:
-        value, sources[f"peak_tflops.{dtype}"] = _fact(loc, peaks, ("peak_tflops",), dtype)
-        peak[dtype] = value * TFLOP
+    peaks = data.get("peak_tflops")
+    if "peak_tflops" in data and _check_keys(loc, peaks, ("peak_tflops",), DTYPES, ()):
+        if not peaks:
+            loc.report(("peak_tflops",), f"needs at least one dtype; allowed: {', '.join(DTYPES)}")
+        for dtype in peaks:
+            value = fact(peaks, ("peak_tflops",), dtype)
+            peak[dtype] = None if value is None else value * TFLOP
     eff = {"default": 1.0}
-    if "matmul_efficiency" in data:
-        table = data["matmul_efficiency"]
-        _check_keys(loc, table, ("matmul_efficiency",), ("default",) + DTYPES, ())
+    table = data.get("matmul_efficiency")
+    if "matmul_efficiency" in data and _check_keys(loc, table, ("matmul_efficiency",), ("default",) + DTYPES, ()):
         for key in table:
-            eff[key], sources[f"matmul_efficiency.{key}"] = _fact(loc, table, ("matmul_efficiency",), key, maximum=1.0)
-    bw_eff, sources["memory_bandwidth_efficiency"] = _fact(loc, data, (), "memory_bandwidth_efficiency", required=False, maximum=1.0)
-    price, sources["price_per_hour_usd"] = _fact(loc, data, (), "price_per_hour_usd", required=False)
-    fitted = _fitted(loc, data, sources)
-    architecture = _architecture(loc, data)
+            eff[key] = fact(table, ("matmul_efficiency",), key, maximum=1.0)
+    bw_eff = fact(data, (), "memory_bandwidth_efficiency", maximum=1.0)
+    price = fact(data, (), "price_per_hour_usd")
+    link, sources["native_link"] = problems.call(_native_link, loc, data, default=(None, ""))
+    fitted = problems.call(_fitted, loc, data, sources, default={})
+    architecture = problems.call(_architecture, loc, data, default=None)
     calibration = None
     if data.get("calibration") is not None:
-        calibration = parse_calibration(loc, data["calibration"], ("calibration",))
+        calibration = problems.call(parse_calibration, loc, data["calibration"], ("calibration",))
+    name = problems.call(_str, loc, data, (), "name")
+    description = problems.call(_str, loc, data, (), "description", "")
+    problems.raise_if_any()
     return Device(
-        name=_str(loc, data, (), "name"), description=_str(loc, data, (), "description", "") or "",
+        name=name, description=description or "",
         memory_bytes=mem * GIB, memory_bandwidth_bytes_per_s=bw * GB, peak_flop_per_s=peak,
         matmul_efficiency=eff, memory_bandwidth_efficiency=bw_eff, price_per_hour_usd=price,
         calibration=calibration, sources={k: v for k, v in sources.items() if v}, path=loc.file or "",
-        fitted=fitted, architecture=architecture)
+        native_link=link, fitted=fitted, architecture=architecture)
 
 
 def _architecture(loc: Located, data: dict) -> str | None:
@@ -223,6 +260,7 @@ def _load_interconnect_file(path: str) -> Interconnect:
     _check_keys(loc, data, (), ("name", "kind", "description", "bandwidth_gb_per_s", "latency_us", "efficiency",
                                 "sharp_efficiency"),
                 ("name", "kind", "bandwidth_gb_per_s", "latency_us"))
+    loc.problems.raise_if_any()
     _check_kind(loc, data, "interconnect")
     sources: dict[str, str] = {}
     bw, sources["bandwidth_gb_per_s"] = _fact(loc, data, (), "bandwidth_gb_per_s")
@@ -246,6 +284,7 @@ def _load_system_file(path: str) -> System:
     keys = ("name", "kind", "description", "source", "device", "devices_per_node", "intra_node", "inter_node",
             "inter_node_links")
     _check_keys(loc, data, (), keys, ("name", "kind", "source", "device", "devices_per_node"))
+    loc.problems.raise_if_any()
     _check_kind(loc, data, "system")
     for key in ("devices_per_node", "inter_node_links"):
         value = data.get(key, 1)

@@ -1,6 +1,7 @@
 """Reading the `calibration:` section of a calibrated device profile (see docs/DESIGN.md).
 
-Malformed sections fail like every other bad input: one line naming the file, line and key."""
+Malformed sections fail like every other bad input: one line naming the file, line and key, for
+every section that has a problem (each section is read on its own; unknown keys are all reported)."""
 from __future__ import annotations
 
 import math
@@ -32,6 +33,14 @@ def _number(loc: Located, item: Any, path: tuple, key: str, positive: bool = Tru
     return float(value)
 
 
+def _dimension(loc: Located, item: Any, path: tuple, key: str) -> int:
+    """A GEMM dimension: a number of at least 1 (a fraction would be read as 0 and its log as -inf)."""
+    value = _number(loc, item, path, key)
+    if value < 1:
+        raise loc.error(path + (key,), f"{value!r} must be at least 1")
+    return int(value)
+
+
 def _mapping(loc: Located, value: Any, path: tuple, allowed: tuple[str, ...] | None = None) -> dict:
     if value is None:
         return {}
@@ -40,7 +49,8 @@ def _mapping(loc: Located, value: Any, path: tuple, allowed: tuple[str, ...] | N
     if allowed is not None:
         for key in value:
             if key not in allowed:
-                raise loc.error(path + (key,), f"unknown key; {close_names(str(key), allowed)}")
+                loc.report(path + (key,), f"unknown key; {close_names(str(key), allowed)}")
+        return {key: item for key, item in value.items() if key in allowed}
     return value
 
 
@@ -57,8 +67,8 @@ def _matmul(loc: Located, data: dict, path: tuple) -> dict[str, tuple[MatmulPoin
     for dtype, points in _mapping(loc, data.get("matmul"), path, DTYPES).items():
         where = path + (dtype,)
         out[dtype] = tuple(
-            MatmulPoint(int(_number(loc, p, where + (i,), "m")), int(_number(loc, p, where + (i,), "n")),
-                        int(_number(loc, p, where + (i,), "k")),
+            MatmulPoint(_dimension(loc, p, where + (i,), "m"), _dimension(loc, p, where + (i,), "n"),
+                        _dimension(loc, p, where + (i,), "k"),
                         _number(loc, p, where + (i,), "flop_per_s_median"),
                         _number(loc, p, where + (i,), "flop_per_s_iqr", positive=False, default=0.0))
             for i, p in enumerate(_list(loc, points, where)))
@@ -139,18 +149,42 @@ def _concurrent_matmul(loc: Located, data: dict, path: tuple) -> dict | None:
     if item is None:
         return None
     where = path + ("concurrent_matmul",)
-    return {"m": _number(loc, item, where, "m"), "n": _number(loc, item, where, "n"),
-            "k": _number(loc, item, where, "k"), "flop_per_s": _number(loc, item, where, "flop_per_s_median"),
-            "nproc": int(coll.get("nproc", 0) or 0)}
+    nproc = coll.get("nproc", 0)
+    if isinstance(nproc, bool) or not isinstance(nproc, int) or nproc < 0:
+        raise loc.error(path + ("nproc",), f"{nproc!r} is not a non-negative integer")
+    return {"m": _dimension(loc, item, where, "m"), "n": _dimension(loc, item, where, "n"),
+            "k": _dimension(loc, item, where, "k"), "flop_per_s": _number(loc, item, where, "flop_per_s_median"),
+            "nproc": nproc}
+
+
+def _environment(loc: Located, data: dict, path: tuple) -> dict:
+    """What the profile was measured on; the thread and core counts the model reads must be counts."""
+    env = _mapping(loc, data.get("environment"), path)
+    for key in ("threads", "cpu_count"):
+        value = env.get(key)
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
+            raise loc.error(path + (key,), f"{value!r} is not a positive integer")
+    return env
+
+
+def _settings(loc: Located, data: dict, path: tuple) -> None:
+    """How calibrate was run; the model reads `device` (cpu or cuda) to know a host CPU."""
+    settings = _mapping(loc, data.get("settings"), path)
+    if settings.get("device") is not None and not isinstance(settings["device"], str):
+        raise loc.error(path + ("device",), f"{settings['device']!r} is not a string (cpu or cuda)")
 
 
 def parse_calibration(loc: Located, data: Any, path: tuple) -> Calibration:
+    """The `calibration:` section; each part is read on its own, so every broken part is reported."""
     data = _mapping(loc, data, path, SECTION_KEYS)
-    env = _mapping(loc, data.get("environment"), path + ("environment",))
+    part = loc.problems.call
+    env = part(_environment, loc, data, path + ("environment",), default={})
+    part(_settings, loc, data, path + ("settings",))
+    coll = path + ("collectives",)
     return Calibration(date=str(data.get("date", "")), environment=dict(env),
-                       matmul=_matmul(loc, data, path + ("matmul",)),
-                       memory_bandwidth=_bandwidth(loc, data, path + ("memory_bandwidth",)),
-                       attention=_attention(loc, data, path + ("attention",)),
-                       collectives=_collectives(loc, data, path + ("collectives",)), raw=data,
-                       collectives_inter=_inter_collectives(loc, data, path + ("collectives",)),
-                       concurrent_matmul=_concurrent_matmul(loc, data, path + ("collectives",)))
+                       matmul=part(_matmul, loc, data, path + ("matmul",), default={}),
+                       memory_bandwidth=part(_bandwidth, loc, data, path + ("memory_bandwidth",), default={}),
+                       attention=part(_attention, loc, data, path + ("attention",), default=()),
+                       collectives=part(_collectives, loc, data, coll, default={}), raw=data,
+                       collectives_inter=part(_inter_collectives, loc, data, coll, default={}),
+                       concurrent_matmul=part(_concurrent_matmul, loc, data, coll))

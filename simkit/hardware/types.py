@@ -65,9 +65,11 @@ class Device:
     sources: dict[str, str] = field(default_factory=dict, repr=False)
     path: str = ""
     fitted: dict[str, float] = field(default_factory=dict)
+    """Multipliers `simkit fit` estimated from measured runs (simkit.model.params); empty otherwise."""
     architecture: str | None = None
     """GPU generation (ampere, hopper, ...; simkit.model.attention.ARCHITECTURES): the default attention kernel."""
-    """Multipliers `simkit fit` estimated from measured runs (simkit.model.params); empty otherwise."""
+    native_link: str | None = None
+    """The interconnect a node of these devices has unless a plan names one (catalogue name)."""
 
     def peak(self, dtype: str) -> float | None:
         return self.peak_flop_per_s.get(dtype)

@@ -50,7 +50,8 @@ class Settings:
     rdzv_endpoint: str | None = None
     """HOST:PORT of node 0, where the nodes meet (torchrun c10d rendezvous); with `node_rank`."""
     comm_timeout_s: float = 300.0
-    """How long a node waits for the others (rendezvous, any one collective)."""
+    """How long a rank waits for the others in any one collective (and a node for the others to join
+    the rendezvous); a launch that hangs is stopped after this plus the planned time."""
 
     @property
     def multinode(self) -> bool:
@@ -312,7 +313,7 @@ def _collectives(settings: Settings, plan: Plan, on_wait: Callable[[], None]) ->
         return summarize(raw, launch=launch.describe())
     raw = run_workers(settings.nproc, device=settings.device, sizes=list(plan.comm_sizes),
                       budget_s=plan.seconds["collectives"], cores=cores, min_samples=plan.min_samples,
-                      max_samples=plan.max_samples, on_wait=on_wait)
+                      max_samples=plan.max_samples, timeout_s=settings.comm_timeout_s, on_wait=on_wait)
     return summarize(raw)
 
 

@@ -10,11 +10,8 @@ from __future__ import annotations
 
 import json
 import os
-import signal
-import subprocess
 import sys
 import tempfile
-import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -22,6 +19,7 @@ from typing import Callable
 import numpy as np
 
 from simkit.core.errors import SimkitError
+from simkit.measure import launch
 from simkit.measure.timing import median_iqr
 
 OPS = ("all_reduce", "reduce_scatter", "all_gather")
@@ -166,59 +164,30 @@ def run_workers(nproc: int, *, device: str, sizes: list[int], budget_s: float, c
                 on_wait: Callable[[], None] = lambda: None) -> dict:
     """Run the collective benchmark on `nproc` local ranks and return rank 0's JSON report.
 
-    Each rank gets max(1, cores // nproc) threads (OMP_NUM_THREADS and torch.set_num_threads)."""
+    Each rank gets max(1, cores // nproc) threads (OMP_NUM_THREADS and torch.set_num_threads).
+    `timeout_s` (--comm-timeout) bounds how long any one collective waits for the other ranks; the
+    launch is stopped after that plus 3x the budget and a minute of start-up. A rank that crashes or
+    hangs is named in the error, with what it was doing."""
     threads = max(1, cores // nproc)
-    timeout_s = timeout_s if timeout_s is not None else 3 * budget_s + 120
+    limit_s = (timeout_s if timeout_s is not None else 60) + 3 * budget_s + 60
     for attempt in range(2):   # gloo occasionally aborts a rank on loopback (SIGABRT): launch once more
         with tempfile.TemporaryDirectory(prefix="simkit-comm-") as tmp:
             output, log = Path(tmp) / "collectives.json", Path(tmp) / "workers.log"
             command = worker_command(nproc, str(output), device=device, sizes=sizes, budget_s=budget_s,
                                      threads=threads, min_samples=min_samples, max_samples=max_samples,
-                                     emulate_reduce_scatter=emulate_reduce_scatter)
-            env = dict(os.environ, OMP_NUM_THREADS=str(threads))
-            with open(log, "w", encoding="utf-8") as log_file:
-                process = subprocess.Popen(command, env=env, stdout=log_file, stderr=subprocess.STDOUT,
-                                           start_new_session=True)
-                _wait(process, timeout_s, on_wait)
+                                     emulate_reduce_scatter=emulate_reduce_scatter, timeout_s=timeout_s)
+            process = launch.start(command, log, env=dict(os.environ, OMP_NUM_THREADS=str(threads)))
+            finished = launch.wait(process, limit_s, on_wait)
+            text = launch.read(log)
+            if not finished:
+                raise SimkitError(launch.hang(text, "simkit-comm", "the collective benchmark", limit_s,
+                                              "--comm-timeout"), key="--comm")
             if process.returncode == 0 and output.exists():
                 return json.loads(output.read_text(encoding="utf-8"))
-            text = log.read_text(encoding="utf-8", errors="replace")
-            if attempt == 1 or "Signal" not in text:
-                raise SimkitError(f"the collective benchmark failed (torchrun exit {process.returncode}): "
-                                  f"{_last_error(text)}", key="--comm")
-
-
-def _wait(process: subprocess.Popen, timeout_s: float, on_wait: Callable[[], None]) -> None:
-    """Wait for torchrun; on timeout or interrupt stop its whole process group (ours: it was started
-    in a new session) and re-raise."""
-    began = time.monotonic()
-    try:
-        while process.poll() is None:
-            if time.monotonic() - began > timeout_s:
-                raise SimkitError(f"the collective benchmark took over {timeout_s:.0f} s and was stopped",
+            if attempt == 1 or "(SIGABRT) received" not in text:
+                raise SimkitError(launch.failure(text, "simkit-comm", "the collective benchmark", process.returncode),
                                   key="--comm")
-            on_wait()
-            time.sleep(0.2)
-    except BaseException:
-        _stop(process)
-        raise
 
 
-def _stop(process: subprocess.Popen) -> None:
-    for sig, grace in ((signal.SIGTERM, 10), (signal.SIGKILL, 5)):
-        try:
-            os.killpg(process.pid, sig)
-        except ProcessLookupError:
-            return
-        try:
-            process.wait(timeout=grace)
-            return
-        except subprocess.TimeoutExpired:
-            continue
-
-
-def _last_error(log: str) -> str:
-    """The most telling line of a torchrun log: the last exception line, else the last line."""
-    lines = [line.strip() for line in log.splitlines() if line.strip()]
-    errors = [line for line in lines if "Error" in line or "error" in line]
-    return (errors or lines or ["no output"])[-1][:300]
+_stop = launch.stop              # simkit.measure.nodes stops its launches the same way
+_last_error = launch.last_error

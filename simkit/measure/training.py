@@ -19,6 +19,7 @@ import os
 import platform
 import resource
 import socket
+import sys
 import time
 from pathlib import Path
 
@@ -554,9 +555,29 @@ def cuda_memory(device: torch.device) -> dict:
             "method": "torch.cuda.max_memory_allocated / max_memory_reserved over the timed steps"}
 
 
-def run(config: dict) -> dict:
+class _Status:
+    """Under torchrun, what this rank is doing (`simkit-train: rank R: ...`) and, when it fails, one
+    `simkit-train error: ...` line: `simkit validate` names the rank that failed or hung from them.
+    Silent in a single process (the CLI's own output)."""
+
+    def __init__(self, world: int):
+        self.rank, self.loud, self.doing = int(os.environ.get("RANK", "0")), world > 1, "starting"
+
+    def say(self, doing: str) -> None:
+        self.doing = doing
+        if self.loud:
+            print(f"simkit-train: rank {self.rank}: {doing}", flush=True)
+
+    def failed(self, exc: BaseException) -> None:
+        first = (str(exc).strip().splitlines() or [""])[0][:200]
+        print(f"simkit-train error: rank {self.rank} failed while {self.doing}: {type(exc).__name__}: {first}",
+              file=sys.stderr, flush=True)
+
+
+def run(config: dict, status: _Status | None = None) -> dict:
     """Warm up, time `steps` optimizer steps and return the measurement (every rank; rank 0's is kept)."""
     world = int(os.environ.get("WORLD_SIZE", "1"))
+    status = status or _Status(world)
     torch.set_num_threads(int(config["threads"]))
     kind = config["device"]
     # As `simkit calibrate` does: random-token training drives gradients and Adam states into subnormal
@@ -569,29 +590,43 @@ def run(config: dict) -> dict:
         local = int(os.environ.get("LOCAL_RANK", "0"))
         if kind == "cuda":
             torch.cuda.set_device(local)
-        dist.init_process_group("nccl" if kind == "cuda" else "gloo")
+        status.say("joining the process group")
+        # a rank waits this long for the others in any one collective before giving up with an error
+        timeout = datetime.timedelta(seconds=float(config.get("timeout_s") or 1800))
+        dist.init_process_group("nccl" if kind == "cuda" else "gloo", timeout=timeout)
         device = torch.device(kind, local) if kind == "cuda" else torch.device("cpu")
     else:
         device = torch.device(kind)
+    status.say("building the model")
     trainer = Trainer(config, device, ddp)
-    for _ in range(config["warmup"]):
+    for i in range(config["warmup"]):
+        status.say(f"warm-up step {i + 1} of {config['warmup']}")
         trainer.step()
     probe: list[float] = []
+    status.say("timing the probe GEMM")
     _probe_around(config, kind, world, probe)
     if kind == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
-    timed = [trainer.step() for _ in range(config["steps"])]
+    timed = []
+    for i in range(config["steps"]):
+        status.say(f"timed step {i + 1} of {config['steps']}")
+        timed.append(trainer.step())
     memory = cuda_memory(device) if kind == "cuda" else None
+    status.say("timing the probe GEMM")
     _probe_around(config, kind, world, probe)
     if memory is None and config.get("measure_memory", True):
+        status.say("profiling the memory of one step")
         try:
             memory = profile_memory_step(trainer)
         except Exception as exc:   # a private torch API: say so rather than fail the measurement
             memory = {"error": f"the memory timeline failed: {type(exc).__name__}: {exc}"}
     probes, comm_total = [], 0.0
     if ddp:
+        status.say("timing steps without gradient synchronization")
         probes = [trainer.step(sync=False, update=False) for _ in range(min(config["steps"], 5))]
+        status.say("timing the gradient all-reduce")
         comm_total = measure_all_reduce_s(trainer.n_params, device)
+        status.say("gathering the step times")
         timed = _slowest_rank(timed)
     result = _summarize(trainer, timed, probes, comm_total)
     if memory:
@@ -604,6 +639,7 @@ def run(config: dict) -> dict:
         import torch.distributed as dist
 
         dist.destroy_process_group()
+    status.say("done")
     return result
 
 
@@ -627,7 +663,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--out", required=True, help="JSON file rank 0 writes the measurement to")
     args = parser.parse_args(argv)
     config = json.loads(Path(args.config).read_text())
-    result = run(config)
+    status = _Status(int(os.environ.get("WORLD_SIZE", "1")))
+    try:
+        result = run(config, status)
+    except Exception as exc:
+        status.failed(exc)
+        raise
     if int(os.environ.get("RANK", "0")) == 0:
         tmp = Path(args.out).with_suffix(".tmp")
         tmp.write_text(json.dumps(result))

@@ -619,4 +619,4 @@ def predict(plan) -> Prediction:
         model_flop_per_step=_f(r["model_flop_per_step"]), device_hours=device_hours,
         cost_usd=device_hours * price if (device_hours is not None and price) else None,
         communication_s=comm, pipeline=_pipeline_info(plan, r), placement=_placement_notes(plan, r),
-        warnings=warnings)
+        warnings=warnings, assumptions=list(getattr(plan, "assumptions", ())))

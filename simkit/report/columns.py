@@ -57,27 +57,25 @@ def _text(values: np.ndarray):
 
 
 def write_columns(path: str | os.PathLike, columns: dict[str, np.ndarray]) -> str:
-    """Write `columns` to `path` (Parquet or CSV by suffix) so that readers never see a partial file;
-    returns the format written ('parquet' or 'csv')."""
+    """Write `columns` to `path` (Parquet or CSV by suffix) so that readers never see a partial file
+    (core.files.write_atomic: the user's umask, no temporary file left on Ctrl-C); returns the format
+    written ('parquet' or 'csv')."""
+    import pyarrow as pa
+
+    from simkit.core.files import write_atomic
+
     table = to_arrow(columns)
-    target = Path(path)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
-    os.close(fd)
-    kind = "parquet" if target.suffix.lower() in PARQUET_SUFFIXES else "csv"
-    try:
-        if kind == "parquet":
-            import pyarrow.parquet as pq
+    kind = "parquet" if Path(path).suffix.lower() in PARQUET_SUFFIXES else "csv"
+    sink = pa.BufferOutputStream()
+    if kind == "parquet":
+        import pyarrow.parquet as pq
 
-            # dictionary pages only for the columns that repeat (varied keys, reasons): floats rarely do
-            repeat = [f.name for f in table.schema if not str(f.type).startswith(("double", "float"))]
-            pq.write_table(table, tmp, use_dictionary=repeat)
-        else:
-            import pyarrow.csv as pacsv
+        # dictionary pages only for the columns that repeat (varied keys, reasons): floats rarely do
+        repeat = [f.name for f in table.schema if not str(f.type).startswith(("double", "float"))]
+        pq.write_table(table, sink, use_dictionary=repeat)
+    else:
+        import pyarrow.csv as pacsv
 
-            pacsv.write_csv(table, tmp, pacsv.WriteOptions(quoting_style="needed"))
-        os.replace(tmp, target)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+        pacsv.write_csv(table, sink, pacsv.WriteOptions(quoting_style="needed"))
+    write_atomic(path, sink.getvalue().to_pybytes())
     return kind

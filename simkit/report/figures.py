@@ -42,12 +42,16 @@ def check_output(path: str | Path) -> Path:
 
 
 def save_figure(fig, path: str | Path) -> Path:
-    """Write `fig` as PNG or SVG, chosen by the extension of `path`."""
+    """Write `fig` as PNG or SVG, chosen by the extension of `path`, whole or not at all
+    (matplotlib's savefig writes in place, piece by piece; core.files.write_atomic does not)."""
+    import io
+
+    from simkit.core.files import write_atomic
+
     path = check_output(path)
-    try:
-        fig.savefig(path, dpi=DPI, format=path.suffix[1:].lower(), metadata=_metadata(path))
-    except OSError as exc:
-        raise SimkitError(f"cannot write the image: {exc.strerror or exc}", file=str(path)) from None
+    buffer = io.BytesIO()
+    fig.savefig(buffer, dpi=DPI, format=path.suffix[1:].lower(), metadata=_metadata(path))
+    write_atomic(path, buffer.getvalue())
     return path
 
 

@@ -19,7 +19,10 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from simkit.core.errors import SimkitError
+from simkit.core.files import append_line, save_figure
 
+MAX_WARNINGS = 10
+"""Skipped lines reported one by one; the rest are counted."""
 FINGERPRINT_KEYS = ("host", "device_name", "driver_version", "cuda_version", "torch_version", "threads")
 """Two records are comparable when all of these are equal."""
 
@@ -87,19 +90,37 @@ def new_record_id(timestamp: str) -> str:
     return timestamp.replace("-", "").replace(":", "") + "-" + secrets.token_hex(3)
 
 
+def _numbers(values) -> bool:
+    return isinstance(values, list) and all(
+        isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x) for x in values)
+
+
+_OPTIONAL_TYPES = {"id": str, "timestamp": str, "git_revision": (str, type(None)), "fingerprint": dict,
+                   "settings": dict, "environment": dict}
+_BENCHMARK_TYPES = {"unit": str, "higher_is_better": bool, "median": (int, float), "iqr": (int, float)}
+
+
 def record_problem(record) -> str | None:
     """Why `record` is not a usable history record, or None when it is."""
     if not isinstance(record, dict):
         return f"expected a JSON object, got {type(record).__name__}"
     if not isinstance(record.get("benchmarks"), dict):
         return "no 'benchmarks' mapping"
+    for key, types in _OPTIONAL_TYPES.items():
+        if key in record and not isinstance(record[key], types):
+            return f"'{key}' is a {type(record[key]).__name__}"
     for name, spec in record["benchmarks"].items():
         samples = spec.get("samples") if isinstance(spec, dict) else None
         if not isinstance(samples, list) or not samples:
             return f"benchmark {name!r} has no samples list"
-        if not all(isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)
-                   for x in samples):
+        if not _numbers(samples):
             return f"benchmark {name!r} has a sample that is not a finite number"
+        for key, types in _BENCHMARK_TYPES.items():
+            if key in spec and (not isinstance(spec[key], types) or (types != bool and isinstance(spec[key], bool))):
+                return f"benchmark {name!r} has a '{key}' that is a {type(spec[key]).__name__}"
+        for key in ("round_medians", "run_medians"):
+            if spec.get(key) is not None and not _numbers(spec[key]):
+                return f"benchmark {name!r} has a '{key}' that is not a list of finite numbers"
     return None
 
 
@@ -130,8 +151,6 @@ def _completed(record: dict) -> dict:
 # ---------------------------------------------------------------------------------------- writing
 def append_record(record: dict, path: str | os.PathLike | None = None) -> str:
     """Append one record to the history at `path` (see resolve_path); returns the record id."""
-    import fcntl
-
     full = _completed(record)
     try:
         line = (json.dumps(full, separators=(",", ":"), allow_nan=False) + "\n").encode("utf-8")
@@ -140,23 +159,9 @@ def append_record(record: dict, path: str | os.PathLike | None = None) -> str:
     target = resolve_path(path)
     try:
         target.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(target, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o644)
     except OSError as exc:
         raise SimkitError(f"cannot open history for writing: {exc.strerror}", file=str(target)) from None
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX)
-        size = os.fstat(fd).st_size
-        if size and os.pread(fd, 1, size - 1) != b"\n":
-            line = b"\n" + line  # a crashed writer left half a line: start ours on a fresh one
-        written = os.write(fd, line)
-        if written != len(line):
-            raise SimkitError(f"short write to history ({written} of {len(line)} bytes; disk full?)",
-                              file=str(target))
-        os.fsync(fd)
-    except OSError as exc:
-        raise SimkitError(f"cannot write history: {exc.strerror}", file=str(target)) from None
-    finally:
-        os.close(fd)  # closing releases the lock
+    append_line(target, line, what="history")
     return full["id"]
 
 
@@ -170,7 +175,9 @@ def _read_locked(target: Path) -> bytes:
 
 
 def load_records(path: str | os.PathLike | None = None) -> tuple[list[dict], list[str]]:
-    """All whole records in file order, plus one warning per line that was skipped.
+    """All whole records in file order, plus one warning per line that was skipped (the first
+    MAX_WARNINGS, then a count). A file none of whose lines is a record is not a history file: one
+    SimkitError says so (rather than a warning per line).
 
     A missing file is an empty history. Warnings read ``FILE:LINE: skipped: why``.
     """
@@ -192,7 +199,7 @@ def load_records(path: str | os.PathLike | None = None) -> tuple[list[dict], lis
         try:
             record = json.loads(raw.decode("utf-8"))
             problem = record_problem(record)
-        except (UnicodeDecodeError, json.JSONDecodeError):
+        except (UnicodeDecodeError, ValueError, RecursionError):  # ValueError: bad JSON, or a 5000-digit number
             problem = "not valid JSON" + (" (cut short: the last line has no newline; an interrupted "
                                           "write?)" if last_unterminated else "")
         if problem is None and not isinstance(record.get("id"), str):
@@ -201,6 +208,14 @@ def load_records(path: str | os.PathLike | None = None) -> tuple[list[dict], lis
             warnings.append(f"{target}:{number}: skipped: {problem}")
             continue
         records.append(record)
+    if not records and (len(warnings) > 1 or (warnings and "cut short" not in warnings[0])):
+        # say it once, not once per line (a lone line cut short is a first record whose write was interrupted)
+        raise SimkitError(f"not a simkit history file (none of its {len(warnings)} non-empty line"
+                          f"{'s' * (len(warnings) > 1)} is a history record; the first: "
+                          f"{warnings[0].split('skipped: ', 1)[1]})", file=str(target))
+    if len(warnings) > MAX_WARNINGS:
+        more = len(warnings) - MAX_WARNINGS
+        warnings = warnings[:MAX_WARNINGS] + [f"{target}: ... and {more} more line{'s' * (more > 1)} skipped"]
     return records, warnings
 
 
@@ -319,7 +334,7 @@ def plot_benchmark(records: list[dict], name: str, output: str | os.PathLike,
     ax.set_ylim(low, high + 0.3 * (high - low))  # headroom for the change-point labels
     ax.grid(axis="y", alpha=0.3)
     ax.legend(fontsize=8, loc="lower left")
-    fig.savefig(output, dpi=120)
+    save_figure(fig, output, dpi=120)  # whole or absent
     plt.close(fig)
     return [(records[i], result) for i, result in points]
 

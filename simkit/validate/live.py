@@ -11,7 +11,6 @@ import dataclasses
 import json
 import os
 import statistics
-import subprocess
 import sys
 import tempfile
 from pathlib import Path
@@ -157,44 +156,51 @@ def machine_speed(plan: Plan, measured: dict) -> float | None:
     return probe["flop_per_s_median"] / expected if expected > 0 else None
 
 
-def _launch_failure(proc: subprocess.CompletedProcess, data_parallel: int) -> str:
-    """One line saying why a torchrun launch failed: the first error line of the workers, if any."""
-    lines = (proc.stderr or proc.stdout or "").strip().splitlines()
-    cause = next((ln.strip() for ln in lines if any(w in ln for w in ("terminate called", "Error:", "Exception"))), "")
-    tail = " | ".join(lines[-3:])
-    return f"the {data_parallel}-process training run failed (exit {proc.returncode}): {cause or tail}"
+def training_command(data_parallel: int, config: Path, out: Path) -> list[str]:
+    """The torchrun command line of a `data_parallel`-process measurement (DDP workers of simkit.measure.training)."""
+    return [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={data_parallel}",
+            "-m", "simkit.measure.training", "--config", str(config), "--out", str(out)]
+
+
+def launch_timeout_s(config: dict, predicted_step_s: float) -> float:
+    """Default limit of a live run: 10 minutes of start-up plus 10x the predicted time of its steps."""
+    return 600 + 10 * (config["steps"] + config["warmup"]) * max(predicted_step_s, 1.0)
 
 
 def run_measurement(config: dict, data_parallel: int, timeout_s: float | None = None) -> dict:
     """Measure in this process (one worker) or under torchrun with DDP (gloo on CPU, NCCL on CUDA).
 
-    A multi-process run whose worker was killed by a signal (gloo occasionally aborts on loopback)
-    is launched once more; the result then carries a note saying so."""
+    A multi-process run runs in its own process group: past `timeout_s`, or on Ctrl-C/SIGTERM, every
+    worker is stopped, and the error names the rank that failed or hung and what it was doing. A run
+    whose worker was aborted (gloo occasionally aborts on loopback) is launched once more; the result
+    then carries a note saying so."""
+    from simkit.measure import launch
+
     if data_parallel == 1:
         from simkit.measure.training import measure
 
         return measure(config)
+    what = f"the {data_parallel}-process training run"
+    limit = timeout_s if timeout_s is not None else 3600.0
+    config = dict(config, timeout_s=limit)  # a rank gives up waiting for the others no later than the launch
     failures = []
     for _attempt in range(2):
         with tempfile.TemporaryDirectory(prefix="simkit-validate-") as tmp:
-            cfg, out = Path(tmp) / "config.json", Path(tmp) / "result.json"
+            cfg, out, log = Path(tmp) / "config.json", Path(tmp) / "result.json", Path(tmp) / "workers.log"
             cfg.write_text(json.dumps(config))
-            cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone",
-                   f"--nproc_per_node={data_parallel}", "-m", "simkit.measure.training", "--config", str(cfg),
-                   "--out", str(out)]
             env = dict(os.environ, OMP_NUM_THREADS=str(config["threads"]))
-            try:
-                proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=timeout_s)
-            except subprocess.TimeoutExpired:
-                raise SimkitError(f"the {data_parallel}-process training run took longer than {timeout_s:.0f} s") \
-                    from None
-            if proc.returncode == 0 and out.exists():
+            process = launch.start(training_command(data_parallel, cfg, out), log, env=env)
+            finished = launch.wait(process, limit)
+            text = launch.read(log)
+            if not finished:
+                raise SimkitError(launch.hang(text, "simkit-train", what, limit, "--timeout"))
+            if process.returncode == 0 and out.exists():
                 result = json.loads(out.read_text())
                 if failures:
                     result.setdefault("notes", []).append(f"launched twice: the first launch failed ({failures[0]})")
                 return result
-            failures.append(_launch_failure(proc, data_parallel))
-            if "Signal" not in (proc.stderr or "") + (proc.stdout or ""):
+            failures.append(launch.failure(text, "simkit-train", what, process.returncode))
+            if "(SIGABRT) received" not in text:
                 break
     raise SimkitError(failures[-1])
 
@@ -258,8 +264,10 @@ def _speed_note(speed: float | None, measured: dict) -> list[str]:
 
 def validate_live(plan: Plan, *, steps: int = 10, warmup: int = 3, threads: int | None = None,
                   device: str = "auto", scale_down: bool = True, max_step_s: float = MAX_STEP_S,
-                  flush_denormal: bool = True, predict_fn: PredictFn = default_predict) -> dict:
-    """Predict and measure one plan (or the variant of it that fits this machine) and compare them."""
+                  flush_denormal: bool = True, predict_fn: PredictFn = default_predict,
+                  timeout_s: float | None = None) -> dict:
+    """Predict and measure one plan (or the variant of it that fits this machine) and compare them.
+    `timeout_s` limits a multi-process run (default: launch_timeout_s)."""
     from simkit.measure import training
 
     try:
@@ -281,7 +289,7 @@ def validate_live(plan: Plan, *, steps: int = 10, warmup: int = 3, threads: int 
     predicted = prediction_dict(predict_fn(variant))
     config = worker_config(variant, steps=steps, warmup=warmup, threads=threads, device=kind,
                            flush_denormal=flush_denormal)
-    timeout = 600 + 10 * (steps + warmup) * max(predicted["step_time_s"], 1.0)
+    timeout = timeout_s if timeout_s is not None else launch_timeout_s(config, predicted["step_time_s"])
     measured = run_measurement(config, dp, timeout_s=timeout)
     speed = machine_speed(variant, measured)
     return {"machine_speed": speed,"plan_file": plan.source, "plan": dataclasses.asdict(variant.spec), "profile": plan.device.path or plan.device.name,

@@ -3,10 +3,11 @@ every case of a published-cases file and summarizes the errors per source. Nothi
 from __future__ import annotations
 
 import copy
+import math
 from dataclasses import dataclass
 from pathlib import Path
 
-from simkit.core.errors import SimkitError
+from simkit.core.errors import Problems, SimkitError
 from simkit.core.yamlio import Located, read_yaml
 from simkit.plan import load_plan_located
 from simkit.validate.common import PredictFn, default_predict, relative_error
@@ -30,36 +31,60 @@ class PublishedCase:
 
 def load_published_files(paths) -> list[PublishedCase]:
     """The cases of several published-cases files, in order; case ids must be unique across them."""
-    cases, seen = [], {}
+    cases, seen, problems = [], {}, Problems()
     for path in paths:
-        for case in load_published(path):
+        for case in problems.call(load_published, path, default=[]):
             if case.id in seen:
-                raise SimkitError(f"case id {case.id!r} is also in {seen[case.id]}; ids must be unique", file=str(path))
+                problems.add(SimkitError(f"case id {case.id!r} is also in {seen[case.id]}; ids must be unique",
+                                         file=str(path), line=case.plan.lines.get(())))
+                continue
             seen[case.id] = str(path)
             cases.append(case)
+    problems.raise_if_any()
     return cases
 
 
 def load_published(path: str | Path) -> list[PublishedCase]:
-    """Cases of a published-cases file: a YAML list of plans with `id`, `source` and `measured.step_time_s`."""
+    """Cases of a published-cases file: a YAML list of plans with `id`, `source` and `measured.step_time_s`.
+    Every broken case is reported at once."""
     loc = read_yaml(path)
     if not isinstance(loc.data, list):
         raise loc.error((), "expected a list of cases (- id: ..., source: ..., model: ..., measured: ...)")
     cases = []
     for i, raw in enumerate(loc.data):
-        if not isinstance(raw, dict):
-            raise loc.error((i,), "expected a mapping with id, source, measured and the plan keys")
-        for key in ("id", "source", "measured"):
-            if key not in raw:
-                raise loc.error((i,), f"missing required key '{key}' in case {i + 1}")
-        step = (raw["measured"] or {}).get("step_time_s") if isinstance(raw["measured"], dict) else None
-        if isinstance(step, bool) or not isinstance(step, (int, float)) or step <= 0:
-            raise loc.error((i, "measured", "step_time_s"), f"{step!r} must be a positive number of seconds")
-        plan = {k: v for k, v in raw.items() if k not in CASE_KEYS}
-        lines = {k[1:]: v for k, v in loc.lines.items() if k and k[0] == i}
-        cases.append(PublishedCase(str(raw["id"]), str(raw["source"]), float(step),
-                                   Located(data=plan, file=loc.file, lines=lines)))
+        case = _case(loc, i, raw)
+        if case is not None:
+            cases.append(case)
+    loc.problems.raise_if_any()
     return cases
+
+
+def _case(loc: Located, i: int, raw) -> PublishedCase | None:
+    """Case `i` of the file, or None after reporting what is wrong with it."""
+    if not isinstance(raw, dict):
+        loc.report((i,), "expected a mapping with id, source, measured and the plan keys")
+        return None
+    missing = [key for key in ("id", "source", "measured") if key not in raw]
+    for key in missing:
+        loc.report((i,), f"missing required key '{key}' in case {i + 1}")
+    for key in ("id", "source"):
+        if key in raw and (not isinstance(raw[key], (str, int)) or isinstance(raw[key], bool) or not str(raw[key]).strip()):
+            loc.report((i, key), f"{raw[key]!r} is not a name")
+            missing.append(key)
+    if "measured" not in raw:
+        return None
+    if not isinstance(raw["measured"], dict):
+        loc.report((i, "measured"), f"expected a mapping with step_time_s, got {type(raw['measured']).__name__}")
+        return None
+    step = raw["measured"].get("step_time_s")
+    if isinstance(step, bool) or not isinstance(step, (int, float)) or not 0 < step < math.inf:
+        loc.report((i, "measured", "step_time_s"), f"{step!r} must be a positive number of seconds")
+        return None
+    if missing:
+        return None
+    plan = {k: v for k, v in raw.items() if k not in CASE_KEYS}
+    lines = {k[1:]: v for k, v in loc.lines.items() if k and k[0] == i}
+    return PublishedCase(str(raw["id"]), str(raw["source"]), float(step), Located(data=plan, file=loc.file, lines=lines))
 
 
 def score_published(cases: list[PublishedCase], predict_fn: PredictFn = default_predict, worst: int = 5) -> dict:
@@ -74,7 +99,10 @@ def score_published(cases: list[PublishedCase], predict_fn: PredictFn = default_
         try:
             plan = load_plan_located(Located(copy.deepcopy(case.plan.data), case.plan.file, case.plan.lines))
             predicted = float(predict_fn(plan).step_time_s)
-        except (SimkitError, NotImplementedError) as exc:
+        except SimkitError as exc:  # every problem of the case, on one line
+            skipped.append({"id": case.id, "source": case.source, "reason": "; ".join(exc.lines(5))})
+            continue
+        except NotImplementedError as exc:
             skipped.append({"id": case.id, "source": case.source, "reason": str(exc)})
             continue
         err = relative_error(predicted, case.measured_step_time_s)

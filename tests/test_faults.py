@@ -218,6 +218,29 @@ def test_signal_during_sweep_writes_no_csv(tmp_path, sig, code):
                                                           "sweep.csv"]
 
 
+@pytest.mark.parametrize("sig, code", SIGNALS)
+def test_signal_during_optimize_writes_no_output(tmp_path, sig, code):
+    plan, out, started = tmp_path / "plan.yml", tmp_path / "best.csv", tmp_path / "started"
+    plan.write_text(TINY_PLAN % (1, 1))
+    out.write_text("earlier,csv\n")
+    script = _script(tmp_path, f"""
+        import pathlib, time
+        from simkit.search import optimize
+        def slow(*args, **kwargs):
+            pathlib.Path({str(started)!r}).touch()
+            time.sleep(60)
+        optimize.evaluate = slow
+    """, ["optimize", str(plan), "--devices", "1", "--output", str(out)])
+    process = _start(script, tmp_path / "scratch")
+    _wait_for(started.exists, process)
+    _, stderr = _interrupt(process, sig)
+    assert process.returncode == code, stderr
+    assert stderr.splitlines() == [f"interrupted: {out} was not written (an earlier file there is untouched)"]
+    assert out.read_text() == "earlier,csv\n"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["best.csv", "plan.yml", "run_simkit.py", "scratch",
+                                                          "started"]
+
+
 # ----------------------------------------------------------------------------- outputs that cannot be written
 def _read_only_folder(tmp_path: Path) -> Path:
     """A folder this process cannot create files in: a chmod 555 one, or as root (whom modes do not

@@ -78,22 +78,27 @@ def _summary(result) -> str:
 @click.option("--output", "-o", type=click.Path(dir_okay=False), help="Write the top configurations: .parquet or CSV.")
 def optimize_cmd(plan_file, devices, nodes, objective, top, fix, allow, headroom, price, overrides, as_json, output):
     """Search every valid layout of PLAN_FILE and show the fastest (or cheapest) that fit in memory."""
+    from simkit.cli.signals import interruptible
+    from simkit.core.files import check_writable
     from simkit.search.optimize import optimize
 
-    result = optimize(plan_file, devices=devices, nodes=nodes, objective=objective, top=top, fix=fix, allow=allow,
-                      headroom=headroom, overrides=overrides)
-    price = price or (result.top[0].plan.device.price_per_hour_usd if result.top else None)
-    rows = _rows(result, price)
     if output:
-        import numpy as np
+        check_writable(output, "--output")  # before the search: a read-only folder is one line now
+    with interruptible(f"{output} was not written (an earlier file there is untouched)" if output else "stopped"):
+        result = optimize(plan_file, devices=devices, nodes=nodes, objective=objective, top=top, fix=fix,
+                          allow=allow, headroom=headroom, overrides=overrides)
+        price = price or (result.top[0].plan.device.price_per_hour_usd if result.top else None)
+        rows = _rows(result, price)
+        if output:
+            import numpy as np
 
-        from simkit.report.columns import write_columns
+            from simkit.report.columns import write_columns
 
-        keys = list(dict.fromkeys(k for r in rows for k in r))
-        columns = {k: np.array([r.get(k) for r in rows], dtype=object if k in ("main_loss",) or
-                               any(isinstance(r.get(k), str) or r.get(k) is None for r in rows) else None)
-                   for k in keys}
-        write_columns(output, columns)
+            keys = list(dict.fromkeys(k for r in rows for k in r))
+            columns = {k: np.array([r.get(k) for r in rows], dtype=object if k in ("main_loss",) or
+                                   any(isinstance(r.get(k), str) or r.get(k) is None for r in rows) else None)
+                       for k in keys}
+            write_columns(output, columns)
     if as_json:
         click.echo(json.dumps({"objective": objective, "devices": result.devices, "searched": result.searched,
                                "valid": result.valid, "fitting": result.fitting, "elapsed_s": result.elapsed_s,

@@ -151,6 +151,16 @@ def test_one_hf_training_step_on_the_cpu(model, cls):
     assert result["n_params"] == result["hf_model"]["n_params"]
 
 
+def test_two_process_ddp_trains_the_hf_model():
+    """Under torchrun every parameter must get a gradient: BERT's untied output bias is tied back (see build)."""
+    pytest.importorskip("transformers")
+    plan = load_plan({"model": BERT, "training": dict(TRAINING, global_batch_size=4), "parallelism": {"data_parallel": 2},
+                      "hardware": {"device": "cpu", "devices_per_node": 2, "intra_node": "pcie4"}})
+    result = v.validate_live(plan, steps=1, warmup=0, implementation="hf")
+    assert result["measured"]["environment"]["world_size"] == 2
+    assert result["measured"]["hf_model"]["class"] == "BertForMaskedLM"
+
+
 # ----------------------------------------------------------------------------- CLI
 def test_cli_implementation_hf_on_a_tiny_plan(runner, write, tmp_path):
     pytest.importorskip("transformers")

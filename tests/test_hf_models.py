@@ -203,7 +203,7 @@ def test_validate_live_without_transformers(monkeypatch):
 def test_implementation_applies_to_live_runs_only(runner):
     result = runner.invoke(cli, ["validate", "--published", "x.yaml", "--implementation", "hf"])
     assert result.exit_code == 2
-    assert "--implementation apply to live runs (PLAN or --suite), not --published" in result.output
+    assert result.output == "error: --implementation applies to live runs (PLAN or --suite), not --published\n"
 
 
 # ----------------------------------------------------------------------------- notes and the suite

@@ -61,9 +61,10 @@ def validate_cmd(plan, suite, published, steps, warmup, profiles, record, overri
     if sum(bool(x) for x in (plan, suite, published)) != 1:
         raise SimkitError("give exactly one of PLAN, --suite FOLDER or --published FILE [FILE ...]")
     if published:
-        if profiles or record or overrides or implementation != "simkit":
-            raise SimkitError("--profile, --record, --set and --implementation apply to live runs (PLAN or --suite), "
-                              "not --published")
+        if profiles or record or overrides:
+            raise SimkitError("--profile, --record and --set apply to live runs (PLAN or --suite), not --published")
+        if implementation != "simkit":
+            raise SimkitError("--implementation applies to live runs (PLAN or --suite), not --published")
         return _published(list(published), plot, as_json)
     from simkit.validate import live as v
 

@@ -47,6 +47,9 @@ _SUITE_COLUMNS = [("name", "plan", tables.plain), ("shape", "dp x mb x ga, preci
 @click.option("--flush-denormal/--no-flush-denormal", default=True, show_default=True,
               help="Flush subnormal floats to zero on CPU (random-token training produces many; x86 handles "
               "them on a slow path).")
+@click.option("--implementation", type=click.Choice(["simkit", "hf"]), default="simkit", show_default=True,
+              help="The model trained: simkit's own transformer, or the plan's model as a Hugging Face class "
+              "(GPT-2, Llama or BERT from a config object, random init; needs `pip install 'simkit[hf]'`).")
 @click.option("--plot", type=click.Path(dir_okay=False),
               help="Write a predicted-vs-measured scatter (PNG or SVG, by the file's extension).")
 @click.option("--cv", type=click.Choice(["source"]),
@@ -60,7 +63,7 @@ _SUITE_COLUMNS = [("name", "plan", tables.plain), ("shape", "dp x mb x ga, preci
               help="Seconds a multi-process run may take before its workers are stopped and the rank that "
               "hung is named [default: 10 min + 10x the predicted time of its steps].")
 def validate_cmd(plan, suite, published, steps, warmup, profiles, record, overrides, threads, device, no_scale_down,
-                 max_step_s, flush_denormal, plot, cv, write_interval, as_json, timeout_s):
+                 max_step_s, flush_denormal, implementation, plot, cv, write_interval, as_json, timeout_s):
     """Compare predicted and measured step time: train PLAN (or every plan of --suite) here for real,
     or score the cases of published-cases files (--published FILE [FILE ...])."""
     if plot:
@@ -80,6 +83,8 @@ def validate_cmd(plan, suite, published, steps, warmup, profiles, record, overri
     if published:
         if profiles or record or overrides:
             raise SimkitError("--profile, --record and --set apply to live runs (PLAN or --suite), not --published")
+        if implementation != "simkit":
+            raise SimkitError("--implementation applies to live runs (PLAN or --suite), not --published")
         if cv:
             if write_interval:
                 check_writable(write_interval, "--write-interval")
@@ -93,8 +98,13 @@ def validate_cmd(plan, suite, published, steps, warmup, profiles, record, overri
     for path, what in ((record, "--record"), (plot, "--plot")):
         if path:  # a full disk or a read-only folder is found before the runs, not after
             check_writable(path, what, append=path == record)
+    if implementation == "hf":   # once, before any plan: the one-line error when transformers is missing
+        from simkit.measure.hf_models import transformers_version
+
+        transformers_version()
     options = dict(steps=steps, warmup=warmup, threads=threads, device=device, scale_down=not no_scale_down,
-                   max_step_s=max_step_s, flush_denormal=flush_denormal, timeout_s=timeout_s)
+                   max_step_s=max_step_s, flush_denormal=flush_denormal, timeout_s=timeout_s,
+                   implementation=implementation)
     results = []
 
     def interrupted() -> str:
@@ -164,7 +174,7 @@ def _live_one(path: Path, profiles: tuple[str, ...], overrides: tuple[str, ...],
 def _live_text(r: dict) -> str:
     m, p, env = r["measured"], r["predicted"], r["measured"]["environment"]
     workers = env["world_size"]
-    lines = [f"plan: {r['plan_file']}   profile: {r['profile']}",
+    lines = [f"plan: {r['plan_file']}{_hf_tag(r)}   profile: {r['profile']}",
              f"measured on {env['host']} ({env['device_name']}), torch {env['torch_version']}, "
              f"{workers} worker{'s' if workers > 1 else ''} x {env['threads']} thread{'s' if env['threads'] > 1 else ''}; "
              f"median of {r['steps']} steps after {r['warmup']} warm-up",
@@ -201,6 +211,11 @@ def _memory_lines(r: dict) -> list[str]:
     return out
 
 
+def _hf_tag(r: dict) -> str:
+    """' [hf]' after the name of a plan trained as a Hugging Face model."""
+    return " [hf]" if r.get("implementation") == "hf" else ""
+
+
 def _worst_part(r: dict) -> str:
     rows = [row for row in r["breakdown"] if row["error_of_step"] is not None]
     row = max(rows, key=lambda x: abs(x["error_of_step"]))
@@ -223,7 +238,7 @@ def _suite_text(results: list[dict], summary: dict) -> str:
             rows.append({"name": name, "shape": "failed: " + r["failure"][:80]})
             continue
         t, dp = r["plan"]["training"], r["plan"]["parallelism"]["data_parallel"]
-        rows.append({"name": name + (" (scaled)" if r["variant"] else ""),
+        rows.append({"name": name + _hf_tag(r) + (" (scaled)" if r["variant"] else ""),
                      "shape": f"{dp} x {t['micro_batch_size']} x {t['grad_accum_steps']}, {t['precision']}",
                      "predicted": r["predicted"]["step_time_s"], "measured": r["measured"]["step_time_s"],
                      "iqr": r["measured"]["step_time_iqr_s"], "fastest": r["measured"]["step_time_min_s"],

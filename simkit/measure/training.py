@@ -1,7 +1,7 @@
 """Real PyTorch training of a plan's model, timed step by step (the measuring half of `simkit validate`).
 
-The model is a plain pre-LN transformer built from the plan's numbers; it trains on synthetic random
-tokens. One process measures in-process (`measure(config)`); data-parallel runs start this module
+The model is a plain pre-LN transformer built from the plan's numbers (or, with `implementation: hf` in
+the config, the Hugging Face class of simkit.measure.hf_models); it trains on synthetic random tokens. One process measures in-process (`measure(config)`); data-parallel runs start this module
 under torchrun (`python -m torch.distributed.run ... -m simkit.measure.training --config C --out O`)
 and rank 0 writes the result as JSON.
 
@@ -360,7 +360,14 @@ class Trainer:
         torch.manual_seed(1234)
         self.device, self.ga, self.ddp = device, t["grad_accum_steps"], ddp
         dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(t["precision"])
-        self.model = Transformer(m, t["activation_checkpointing"], t.get("cross_entropy", "fp32"), dtype).to(device)
+        self.implementation, self.hf_model = config.get("implementation", "simkit"), None
+        if self.implementation == "hf":   # the plan's model as a Hugging Face transformers class
+            from simkit.measure import hf_models
+
+            model, self.hf_model = hf_models.build(m, t)
+        else:
+            model = Transformer(m, t["activation_checkpointing"], t.get("cross_entropy", "fp32"), dtype)
+        self.model = model.to(device)
         self.n_params = count_parameters(self.model)
         if ddp:
             from torch.nn.parallel import DistributedDataParallel
@@ -485,7 +492,8 @@ def _summarize(trainer: Trainer, timed: list[dict], probes: list[dict], comm_tot
             "breakdown_s": breakdown, "n_params": trainer.n_params,
             # minor page faults: host memory freshly mapped and touched in a step (allocator behaviour)
             "page_faults_per_step": _median([t["page_faults"] for t in timed]),
-            "optimizer_impl": trainer.optimizer_impl, "precision_note": trainer.precision_note}
+            "optimizer_impl": trainer.optimizer_impl, "precision_note": trainer.precision_note,
+            "implementation": trainer.implementation, **({"hf_model": trainer.hf_model} if trainer.hf_model else {})}
 
 
 PROBE_SHAPE = (1024, 1024, 1024)

@@ -108,6 +108,32 @@ def live_support_error(plan: Plan, device: str, device_count: int) -> str | None
     return None
 
 
+def hf_check(plan: Plan) -> None:
+    """Refuse, with a sentence, a plan that --implementation hf cannot train (transformers missing, no HF class
+    for the model, a checkpointing policy HF does not have)."""
+    from simkit.measure import hf_models
+
+    hf_models.transformers_version()
+    spec = dataclasses.asdict(plan.spec)
+    reason = hf_models.support_error(spec["model"], spec["training"])
+    if reason:
+        raise SimkitError(reason, file=plan.source if plan.source != "<dict>" else None)
+
+
+def hf_notes(plan: Plan, measured: dict) -> list[str]:
+    """Which HF class ran and what it does that the plan's keys do not describe."""
+    from simkit.measure import hf_models
+    from simkit.model.workload import parameter_count
+
+    m, spec = plan.model, dataclasses.asdict(plan.spec)
+    info = measured.get("hf_model") or {}
+    planned = parameter_count(m.n_layers, m.d_model, m.n_heads, m.n_kv_heads, m.d_ff, m.vocab_size, m.mlp,
+                              m.tied_embeddings)
+    ran = (f"ran the Hugging Face model {info.get('class', '?')} (transformers {info.get('transformers_version', '?')}, "
+           f"attn_implementation {info.get('attn_implementation', '?')!r}, random init)")
+    return [ran] + hf_models.differences(spec["model"], spec["training"], info.get("n_params"), planned)
+
+
 # ----------------------------------------------------------------------------- measuring
 def worker_threads(plan: Plan, threads: int | None = None) -> int:
     """Threads per worker: as given, else this machine's cores shared among the data-parallel workers."""
@@ -129,8 +155,9 @@ def choose_profile(profiles: list[str], threads: int) -> str:
 
 
 def worker_config(plan: Plan, *, steps: int, warmup: int, threads: int, device: str,
-                  flush_denormal: bool = True) -> dict:
-    """What simkit.measure.training needs: the model and training sections, loop lengths, threads."""
+                  flush_denormal: bool = True, implementation: str = "simkit") -> dict:
+    """What simkit.measure.training needs: the model and training sections, loop lengths, threads, and
+    which model to build (simkit's own or the Hugging Face class, simkit.measure.hf_models)."""
     model = dataclasses.asdict(plan.model)
     model.pop("preset", None)
     training = dataclasses.asdict(plan.training)
@@ -140,7 +167,7 @@ def worker_config(plan: Plan, *, steps: int, warmup: int, threads: int, device: 
     probe_threads = (cal.environment or {}).get("threads") if cal is not None else None
     return {"model": model, "training": training, "steps": steps, "warmup": warmup,
             "threads": threads, "device": device, "flush_denormal": flush_denormal, "probe_dtype": probe,
-            "probe_threads": probe_threads}
+            "probe_threads": probe_threads, "implementation": implementation}
 
 
 def machine_speed(plan: Plan, measured: dict) -> float | None:
@@ -264,10 +291,14 @@ def _speed_note(speed: float | None, measured: dict) -> list[str]:
 
 def validate_live(plan: Plan, *, steps: int = 10, warmup: int = 3, threads: int | None = None,
                   device: str = "auto", scale_down: bool = True, max_step_s: float = MAX_STEP_S,
-                  flush_denormal: bool = True, predict_fn: PredictFn = default_predict,
-                  timeout_s: float | None = None) -> dict:
+                  flush_denormal: bool = True, implementation: str = "simkit",
+                  predict_fn: PredictFn = default_predict, timeout_s: float | None = None) -> dict:
     """Predict and measure one plan (or the variant of it that fits this machine) and compare them.
-    `timeout_s` limits a multi-process run (default: launch_timeout_s)."""
+    implementation: 'simkit' trains simkit's own model, 'hf' the Hugging Face class of the plan's model;
+    either way the prediction is of the plan as written. `timeout_s` limits a multi-process run (default:
+    launch_timeout_s)."""
+    if implementation == "hf":
+        hf_check(plan)
     from simkit.measure import training
 
     try:
@@ -288,23 +319,26 @@ def validate_live(plan: Plan, *, steps: int = 10, warmup: int = 3, threads: int 
                           + " ".join(f"--set {c}" for c in changes))
     predicted = prediction_dict(predict_fn(variant))
     config = worker_config(variant, steps=steps, warmup=warmup, threads=threads, device=kind,
-                           flush_denormal=flush_denormal)
+                           flush_denormal=flush_denormal, implementation=implementation)
     timeout = timeout_s if timeout_s is not None else launch_timeout_s(config, predicted["step_time_s"])
     measured = run_measurement(config, dp, timeout_s=timeout)
     speed = machine_speed(variant, measured)
-    return {"machine_speed": speed,"plan_file": plan.source, "plan": dataclasses.asdict(variant.spec), "profile": plan.device.path or plan.device.name,
+    notes = _notes(plan, measured, why, changes) + _speed_note(speed, measured)
+    if implementation == "hf":
+        notes += hf_notes(variant, measured)
+    return {"machine_speed": speed, "plan_file": plan.source, "plan": dataclasses.asdict(variant.spec),
+            "profile": plan.device.path or plan.device.name, "implementation": implementation,
             "variant": changes, "predicted": predicted, "measured": measured,
             "error": relative_error(predicted["step_time_s"], measured["step_time_s"]),
             "memory_error": memory_error(predicted, measured),
             "breakdown": breakdown_rows(predicted, measured),
-            "notes": _notes(plan, measured, why, changes) + _speed_note(speed, measured),
-            "steps": steps, "warmup": warmup}
+            "notes": notes, "steps": steps, "warmup": warmup}
 
 
 def record_line(result: dict) -> str:
     """One JSON line for `--record`: plan, profile, measured, predicted, error and environment."""
-    keys = ("plan_file", "plan", "profile", "variant", "measured", "predicted", "error", "notes", "steps", "warmup",
-            "machine_speed", "memory_error")
+    keys = ("plan_file", "plan", "profile", "implementation", "variant", "measured", "predicted", "error", "notes",
+            "steps", "warmup", "machine_speed", "memory_error")
     record = {k: result.get(k) for k in keys}
     record["measured"] = {k: val for k, val in result["measured"].items() if k != "environment"}
     record["environment"] = result["measured"]["environment"]

@@ -455,6 +455,19 @@ def _per_shape(c: Categorical, n: Numeric, prec) -> tuple:
     return _spread(mb, inverse), _spread(lc, inverse), tuple(_spread(g, inverse) for g in groups)
 
 
+def memory_total(c: Categorical, n: Numeric):
+    """simulate's memory_per_device_bytes alone: a search drops the layouts that cannot fit before it times
+    them."""
+    prec = policy(c.precision, c.master_weights)
+    tp, cp, pp, dp, m = (np.asarray(x, dtype=float) for x in (
+        n.tensor_parallel, n.context_parallel, n.pipeline_parallel, n.data_parallel, n.grad_accum_steps))
+    shape = Shape(n.micro_batch_size, n.seq_len, n.d_model, n.n_heads, n.n_kv_heads, n.d_ff, n.vocab_size,
+                  n.n_layers, tp, cp, c.sequence_parallel)
+    layers = pipeline.stage_layers(n.n_layers, pp)
+    _, sp = _stage_params(c, n, layers)
+    return _memory(c, n, prec, shape, sp, layers, m, dp * cp).total
+
+
 def simulate(c: Categorical, n: Numeric) -> dict[str, np.ndarray]:
     """Vectorized step simulation; returns arrays keyed like the Prediction fields."""
     prec = policy(c.precision, c.master_weights)

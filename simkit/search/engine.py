@@ -20,7 +20,7 @@ import numpy as np
 
 from simkit import plan as plan_mod
 from simkit.core.errors import SimkitError
-from simkit.model.step import BREAKDOWN_KEYS, Numeric, memory_total, simulate
+from simkit.model.step import BREAKDOWN_KEYS, Block, Numeric, block, memory_total, simulate
 from simkit.model.step import categorical as categorical_of
 
 NUMERIC_KEYS = (
@@ -197,6 +197,11 @@ class Prepared:
     cols: dict[str, np.ndarray]
     reason: np.ndarray
     ok: np.ndarray
+    compact: dict[str, np.ndarray] = field(default_factory=dict)
+    """`cols` with each column that holds one value over the block as a one-element array: simulate then
+    computes what depends only on those (parameter counts, the hardware's links, ...) once, not per row."""
+    shared: Block | None = None
+    """The block's distinct micro-batch shapes, whose results every simulate call on the block shares."""
 
 
 def signature(base) -> tuple:
@@ -214,7 +219,21 @@ def prepare(base, given: dict[str, np.ndarray], n: int) -> Prepared:
         bad = np.isnan(values)
         if bad.any():
             reason[bad] = f"{key}: not a number"
-    return Prepared(cols, reason, reason == "")
+    compact = {key: value[:1] if _constant(value) else value for key, value in cols.items()}
+    ok = reason == ""
+    shared = block(_numeric(compact, ok)) if ok.any() else None
+    if shared is not None and shared.inverse is not None and not ok.all():   # indexed by every row of the block
+        inverse = np.zeros(len(ok), dtype=shared.inverse.dtype)
+        inverse[ok] = shared.inverse
+        shared.inverse = inverse
+    return Prepared(cols, reason, ok, compact, shared)
+
+
+def _constant(col: np.ndarray) -> bool:
+    if col.size <= 1:
+        return True
+    first = col[0]
+    return bool((col == first).all()) if first == first else bool(np.isnan(col).all())
 
 
 def run(base, prep: Prepared, result: dict, rows, outputs, memory_limit: float | None = None) -> None:
@@ -244,10 +263,10 @@ def run(base, prep: Prepared, result: dict, rows, outputs, memory_limit: float |
     for c, sel in parts:
         if not sel.any():
             continue
-        num = _numeric(cols, sel)
+        num = _numeric(prep.compact, sel)
         where = index[sel]
         if memory_limit is not None:
-            memory = memory_total(c, num)
+            memory = memory_total(c, num, prep.shared.rows(sel))
             fits = memory <= memory_limit
             if "memory_per_device_bytes" in outputs:
                 result["memory_per_device_bytes"][where] = memory
@@ -258,9 +277,9 @@ def run(base, prep: Prepared, result: dict, rows, outputs, memory_limit: float |
                 sel[sel] = fits
                 if not sel.any():
                     continue
-                num = _numeric(cols, sel)
+                num = _numeric(prep.compact, sel)
                 where = index[sel]
-        r = simulate(c, num)
+        r = simulate(c, num, prep.shared.rows(sel))
         count = len(where)
         for key in outputs:
             result[key][where] = np.broadcast_to(np.asarray(r[key]), (count,))
@@ -276,9 +295,14 @@ def _evaluate_group(base, batch: Batch, rows: np.ndarray, result: dict, outputs)
 
 
 def _numeric(cols: dict[str, np.ndarray], sel: np.ndarray) -> Numeric:
-    """The selected rows as simulate's Numeric."""
-    fields = {key.split(".", 1)[1]: value[sel] for key, value in cols.items()
+    """The selected rows as simulate's Numeric (one-element columns stay one element: they broadcast)."""
+    every = bool(sel.all())
+
+    def take(value):
+        return value if (every or value.size == 1) else value[sel]
+
+    fields = {key.split(".", 1)[1]: take(value) for key, value in cols.items()
               if "." in key and key.split(".", 1)[1] in _NUMERIC_FIELDS}
-    tokens = cols["data.tokens"][sel]
-    tokens = np.where(np.isnan(tokens), cols["data.samples"][sel] * fields["seq_len"], tokens)
+    tokens = take(cols["data.tokens"])
+    tokens = np.where(np.isnan(tokens), take(cols["data.samples"]) * fields["seq_len"], tokens)
     return Numeric(**fields, tokens_per_epoch=tokens)

@@ -468,7 +468,7 @@ def _spread(obj, inverse, count: int):
         return type(obj)(**{f.name: _spread(getattr(obj, f.name), inverse, count)
                             for f in dataclasses.fields(obj)})
     if isinstance(obj, np.ndarray) and obj.ndim == 1 and len(obj) == count:
-        return obj[inverse]
+        return np.take(obj, inverse)      # several times faster than obj[inverse] for unsorted indices
     return obj
 
 
@@ -484,7 +484,8 @@ class Block:
     results: dict = field(default_factory=dict)
 
     def rows(self, index) -> "Block":
-        return Block(self.shapes, None if self.inverse is None else self.inverse[index], self.results)
+        """`index`: the rows' positions in the block (sorted)."""
+        return Block(self.shapes, None if self.inverse is None else np.take(self.inverse, index), self.results)
 
 
 def block(n: Numeric) -> Block:

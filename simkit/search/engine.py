@@ -221,7 +221,7 @@ def prepare(base, given: dict[str, np.ndarray], n: int) -> Prepared:
             reason[bad] = f"{key}: not a number"
     compact = {key: value[:1] if _constant(value) else value for key, value in cols.items()}
     ok = reason == ""
-    shared = block(_numeric(compact, ok)) if ok.any() else None
+    shared = block(_numeric(compact, None if ok.all() else np.flatnonzero(ok))) if ok.any() else None
     if shared is not None and shared.inverse is not None and not ok.all():   # indexed by every row of the block
         inverse = np.zeros(len(ok), dtype=shared.inverse.dtype)
         inverse[ok] = shared.inverse
@@ -261,25 +261,25 @@ def run(base, prep: Prepared, result: dict, rows, outputs, memory_limit: float |
              for k in ("fused", "eager") for m in ("optimizer", "model")]
     index = np.arange(len(ok)) if isinstance(rows, slice) else rows
     for c, sel in parts:
-        if not sel.any():
+        at = np.flatnonzero(sel)          # positions in the block
+        if not len(at):
             continue
-        num = _numeric(prep.compact, sel)
-        where = index[sel]
+        num = _numeric(prep.compact, None if len(at) == len(ok) else at)
+        where = np.take(index, at)
         if memory_limit is not None:
-            memory = memory_total(c, num, prep.shared.rows(sel))
+            memory = memory_total(c, num, prep.shared.rows(at))
             fits = memory <= memory_limit
             if "memory_per_device_bytes" in outputs:
                 result["memory_per_device_bytes"][where] = memory
             if "fits_in_memory" in outputs:
                 result["fits_in_memory"][where] = fits
             if not fits.all():
-                sel = sel.copy()
-                sel[sel] = fits
-                if not sel.any():
+                at = at[fits]
+                if not len(at):
                     continue
-                num = _numeric(prep.compact, sel)
-                where = index[sel]
-        r = simulate(c, num, prep.shared.rows(sel))
+                num = _numeric(prep.compact, at)
+                where = np.take(index, at)
+        r = simulate(c, num, prep.shared.rows(at))
         count = len(where)
         for key in outputs:
             result[key][where] = np.broadcast_to(np.asarray(r[key]), (count,))
@@ -294,12 +294,11 @@ def _evaluate_group(base, batch: Batch, rows: np.ndarray, result: dict, outputs)
     run(base, prep, result, rows, outputs)
 
 
-def _numeric(cols: dict[str, np.ndarray], sel: np.ndarray) -> Numeric:
-    """The selected rows as simulate's Numeric (one-element columns stay one element: they broadcast)."""
-    every = bool(sel.all())
-
+def _numeric(cols: dict[str, np.ndarray], index: np.ndarray | None) -> Numeric:
+    """The rows at `index` (sorted positions; None: every row) as simulate's Numeric (one-element columns
+    stay one element: they broadcast)."""
     def take(value):
-        return value if (every or value.size == 1) else value[sel]
+        return value if (index is None or value.size == 1) else np.take(value, index)
 
     fields = {key.split(".", 1)[1]: take(value) for key, value in cols.items()
               if "." in key and key.split(".", 1)[1] in _NUMERIC_FIELDS}

@@ -26,7 +26,7 @@ from simkit.search.space import CHOICE_DEFAULTS, DERIVED_KEYS, LAYOUT_KEYS, buil
 
 OBJECTIVES = ("time", "cost", "time-to-train")
 KEPT_OUTPUTS = ("step_time_s", "tokens_per_s", "total_time_s", "memory_per_device_bytes")
-CACHED_CHUNKS = 64          # layouts kept between choices: 64 chunks of 8,192 rows, about 50 MiB
+CACHED_CHUNKS = 16          # layouts kept between choices: 16 chunks of 32,768 rows (about 40 MiB) and their prepared blocks
 SHOWN_KEYS = LAYOUT_KEYS + DERIVED_KEYS + tuple(CHOICE_DEFAULTS)
 
 

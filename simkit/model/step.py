@@ -524,22 +524,39 @@ def _per_shape(c: Categorical, n: Numeric, prec, shared: Block | None = None) ->
     return _spread(mb, inverse, count), _spread(lc, inverse, count), tuple(_spread(g, inverse, count) for g in groups)
 
 
-def memory_total(c: Categorical, n: Numeric, shared: Block | None = None):
-    """simulate's memory_per_device_bytes alone: a search drops the layouts that cannot fit before it times
-    them. `shared`: as simulate's."""
+@dataclass
+class MemoryPart:
+    """What simulate computes before any timing: layers and parameters per stage, memory per device."""
+
+    layers: pipeline.StageLayers
+    params: object
+    stage_params: StageParams
+    memory: MemoryBreakdown
+
+    def rows(self, index, count: int) -> "MemoryPart":
+        """The rows at `index` of the `count` rows this part was computed for."""
+        return _spread(self, index, count)
+
+
+def memory_part(c: Categorical, n: Numeric, shared: Block | None = None) -> MemoryPart:
+    """simulate's memory (`.memory.total` is memory_per_device_bytes) before its timing: a search drops the
+    layouts that cannot fit and times the rest, handing simulate this part (`rows(...)` of it).
+    `shared`: as simulate's."""
     prec = policy(c.precision, c.master_weights)
     tp, cp, pp, dp, m = (np.asarray(x, dtype=float) for x in (
         n.tensor_parallel, n.context_parallel, n.pipeline_parallel, n.data_parallel, n.grad_accum_steps))
     shape = Shape(n.micro_batch_size, n.seq_len, n.d_model, n.n_heads, n.n_kv_heads, n.d_ff, n.vocab_size,
                   n.n_layers, tp, cp, c.sequence_parallel)
     layers = pipeline.stage_layers(n.n_layers, pp)
-    _, sp = _stage_params(c, n, layers)
-    return _memory(c, n, prec, shape, sp, layers, m, dp * cp, shared).total
+    params, sp = _stage_params(c, n, layers)
+    return MemoryPart(layers, params, sp, _memory(c, n, prec, shape, sp, layers, m, dp * cp, shared))
 
 
-def simulate(c: Categorical, n: Numeric, shared: Block | None = None) -> dict[str, np.ndarray]:
+def simulate(c: Categorical, n: Numeric, shared: Block | None = None,
+             memory: MemoryPart | None = None) -> dict[str, np.ndarray]:
     """Vectorized step simulation; returns arrays keyed like the Prediction fields. `shared`: the rows'
-    Block (`block(...).rows(index)`), whose per-shape results other calls on the block reuse."""
+    Block (`block(...).rows(index)`), whose per-shape results other calls on the block reuse; `memory`:
+    memory_part(c, n, ...) when the caller computed it already."""
     prec = policy(c.precision, c.master_weights)
     dev = c.device
     tp, cp, pp, v, dp, m = (np.asarray(x, dtype=float) for x in (
@@ -550,7 +567,9 @@ def simulate(c: Categorical, n: Numeric, shared: Block | None = None) -> dict[st
     fabric = Fabric(dev, c.intra_node, c.inter_node, n.inter_node_links, n.devices_per_node)
     mb, lc, (tensor_group, context_group) = _per_shape(c, n, prec, shared)
     pl = place(tp, cp, dp, pp, n.devices_per_node, tensor=tensor_group, context=context_group)
-    layers = pipeline.stage_layers(n.n_layers, pp)
+    if memory is None:
+        memory = memory_part(c, n, shared)
+    layers, params, sp, mem = memory.layers, memory.params, memory.stage_params, memory.memory
     host, recomputes = cost.is_host_device(dev), _recompute_share(c)
     single = pp == 1
     first = _stage(mb, lc, layers.first, 1.0, np.where(single, 1.0, 0.0), recomputes, host)
@@ -568,9 +587,7 @@ def simulate(c: Categorical, n: Numeric, shared: Block | None = None) -> dict[st
                               act_bytes=prec.activation_bytes, tensor_parallel=tp)
     p2p_exposed, p2p_total = pipeline.p2p_exposed(send_s=p2p_time(send, pl.pipeline.crosses_nodes, fabric), pp=pp,
                                                   microbatches=m, virtual_stages=v)
-    params, sp = _stage_params(c, n, layers)
     shard = dp * cp
-    mem = _memory(c, n, prec, shape, sp, layers, m, shard, shared)
     fwd_extra, bwd_extra, optimizer = _step_extras(c, n, prec, sp.busiest, m, shard, mem.activations)
     dp_total, dp_exposed = _data_comm(c, n, prec, sp, layers, first, mb, lc, pl, fabric, m)
     layer_tp_cp = m * np.asarray(layers.first, dtype=float)   # per-kind totals are for the first stage

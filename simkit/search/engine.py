@@ -20,7 +20,7 @@ import numpy as np
 
 from simkit import plan as plan_mod
 from simkit.core.errors import SimkitError
-from simkit.model.step import BREAKDOWN_KEYS, Block, Numeric, block, memory_total, simulate
+from simkit.model.step import BREAKDOWN_KEYS, Block, Numeric, block, memory_part, simulate
 from simkit.model.step import categorical as categorical_of
 
 NUMERIC_KEYS = (
@@ -266,20 +266,24 @@ def run(base, prep: Prepared, result: dict, rows, outputs, memory_limit: float |
             continue
         num = _numeric(prep.compact, None if len(at) == len(ok) else at)
         where = np.take(index, at)
+        part = None
         if memory_limit is not None:
-            memory = memory_total(c, num, prep.shared.rows(at))
+            part = memory_part(c, num, prep.shared.rows(at))
+            memory = np.broadcast_to(part.memory.total, (len(at),))
             fits = memory <= memory_limit
             if "memory_per_device_bytes" in outputs:
                 result["memory_per_device_bytes"][where] = memory
             if "fits_in_memory" in outputs:
                 result["fits_in_memory"][where] = fits
             if not fits.all():
-                at = at[fits]
-                if not len(at):
+                kept = np.flatnonzero(fits)
+                if not len(kept):
                     continue
+                part = part.rows(kept, len(at))
+                at = np.take(at, kept)
                 num = _numeric(prep.compact, at)
                 where = np.take(index, at)
-        r = simulate(c, num, prep.shared.rows(at))
+        r = simulate(c, num, prep.shared.rows(at), part)
         count = len(where)
         for key in outputs:
             result[key][where] = np.broadcast_to(np.asarray(r[key]), (count,))

@@ -207,7 +207,7 @@ def optimize(plan, *, devices: int | None = None, nodes: int | None = None, obje
                             "", varied_choices=[k for k, v in space.choices.items() if len(v) > 1])
     best = _search(raw, space, space_plan, usable, has_data, max(top, 1) * 4, result)
     _check_found(result, base)
-    result.top = _rank(_load_candidates(raw, best, objective, has_data, usable)[:top], result.tie_tolerance)
+    result.top = _rank(_load_candidates(raw, best, objective, has_data, usable, top), result.tie_tolerance)
     result.as_written, result.as_written_note = _as_written(raw, base, objective, has_data, usable)
     result.explanation = explain(result)
     result.elapsed_s = time.perf_counter() - t0
@@ -312,12 +312,15 @@ def _plain(x):
     return int(x) if x == int(x) else x
 
 
-def _load_candidates(raw, best, objective, has_data, usable) -> list[Candidate]:
-    """The best settings as ordinary plans, predicted one by one (each still valid and fitting)."""
+def _load_candidates(raw, best, objective, has_data, usable, top: int) -> list[Candidate]:
+    """The first `top` of the best settings as ordinary plans, predicted one by one (each still valid and
+    fitting, and not a repeat of a simpler one)."""
     from simkit.model.step import predict
 
     out: list[Candidate] = []
     for _, settings in sorted(best, key=lambda b: (b[0], _complexity(b[1]))):
+        if len(out) == top:
+            break
         plan = plan_mod.load_plan(_configured_raw(raw, {k: v for k, v in settings.items() if k not in DERIVED_KEYS}))
         pred = predict(plan)
         if pred.memory_per_device_bytes > usable:      # the engine and predict agree; belt and braces

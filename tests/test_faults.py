@@ -229,7 +229,7 @@ def test_signal_during_optimize_writes_no_output(tmp_path, sig, code):
         def slow(*args, **kwargs):
             pathlib.Path({str(started)!r}).touch()
             time.sleep(60)
-        optimize.evaluate = slow
+        optimize._search = slow
     """, ["optimize", str(plan), "--devices", "1", "--output", str(out)])
     process = _start(script, tmp_path / "scratch")
     _wait_for(started.exists, process)

@@ -245,22 +245,44 @@ def model_states(*, params_local, params_per_layer_local, prec: PrecisionPolicy,
     return weights, grads, states, gathered
 
 
-def memory_per_device(*, stage: StageMemoryInputs, params_per_layer_local, dims: LayerDims, vocab_local,
-                      prec: PrecisionPolicy, act: ActivationPolicy, optimizer: str, zero_stage: int, shard_group,
-                      cross_entropy: str, grads_at_peak, host: bool) -> MemoryBreakdown:
-    """Memory of one device of `stage`; `shard_group` = the ranks ZeRO shards over (data x context)."""
-    weights, grads, states, buffers = model_states(
-        params_local=stage.params_local, params_per_layer_local=params_per_layer_local, prec=prec,
-        optimizer=optimizer, zero_stage=zero_stage, shard_group=shard_group, grads_at_peak=grads_at_peak,
-        linear_params_local=stage.layers * params_per_layer_local / (shard_group if zero_stage >= 3 else 1))
-    acts = stage.layers * stage.in_flight * layer_activation_bytes(dims, act)
+@dataclass
+class ActivationTerms:
+    """Per micro-batch on one device: what one layer keeps, what a checkpointed layer re-materializes in
+    backward (0 without checkpointing), and what the loss keeps (on the last stage)."""
+
+    layer: object
+    rematerialized: object
+    logits: object
+
+
+def activation_terms(dims: LayerDims, vocab_local, act: ActivationPolicy, cross_entropy: str) -> ActivationTerms:
+    layer = layer_activation_bytes(dims, act)
+    again = 0.0
     if act.checkpointing == "full" or act.checkpointing.startswith("selective-layers"):
         # one checkpointed layer is re-materialized at a time during backward
         from dataclasses import replace
 
-        acts = acts + layer_activation_bytes(dims, replace(act, checkpointing="none"))
-    acts = acts + stage.holds_logits * logits_bytes(dims.tokens * act.predicted_fraction, vocab_local, act.act_bytes,
-                                                    cross_entropy)
+        again = layer_activation_bytes(dims, replace(act, checkpointing="none"))
+    logits = logits_bytes(dims.tokens * act.predicted_fraction, vocab_local, act.act_bytes, cross_entropy)
+    return ActivationTerms(layer, again, logits)
+
+
+def memory_per_device(*, stage: StageMemoryInputs, params_per_layer_local, dims: LayerDims, vocab_local,
+                      prec: PrecisionPolicy, act: ActivationPolicy, optimizer: str, zero_stage: int, shard_group,
+                      cross_entropy: str, grads_at_peak, host: bool,
+                      terms: ActivationTerms | None = None) -> MemoryBreakdown:
+    """Memory of one device of `stage`; `shard_group` = the ranks ZeRO shards over (data x context).
+    `terms`: activation_terms(dims, vocab_local, act, cross_entropy) when the caller has them."""
+    weights, grads, states, buffers = model_states(
+        params_local=stage.params_local, params_per_layer_local=params_per_layer_local, prec=prec,
+        optimizer=optimizer, zero_stage=zero_stage, shard_group=shard_group, grads_at_peak=grads_at_peak,
+        linear_params_local=stage.layers * params_per_layer_local / (shard_group if zero_stage >= 3 else 1))
+    if terms is None:
+        terms = activation_terms(dims, vocab_local, act, cross_entropy)
+    acts = stage.layers * stage.in_flight * terms.layer
+    if act.checkpointing == "full" or act.checkpointing.startswith("selective-layers"):
+        acts = acts + terms.rematerialized
+    acts = acts + stage.holds_logits * terms.logits
     allocated = weights + grads + states + acts + buffers
     extra = 0.0 if host else ALLOCATOR_FRAGMENTATION * allocated
     return MemoryBreakdown(weights, grads, states, acts, buffers, extra, 0.0 if host else CUDA_CONTEXT_BYTES)

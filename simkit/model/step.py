@@ -23,8 +23,8 @@ from simkit.model import cost
 from simkit.model.comm.collectives import Fabric, collective_time, p2p_time
 from simkit.model.comm.topology import Group, Placement, place
 from simkit.model.compute import MicroBatchTimes, micro_batch_times
-from simkit.model.memory import (ActivationPolicy, LayerDims, MemoryBreakdown, StageMemoryInputs, busiest,
-                                 memory_per_device)
+from simkit.model.memory import (ActivationPolicy, ActivationTerms, LayerDims, MemoryBreakdown, StageMemoryInputs,
+                                 activation_terms, busiest, memory_per_device)
 from simkit.model.parallel import context, pipeline, tensor
 from simkit.model.params import value as fitted
 from simkit.model.parallel.data import StepCompute, data_parallel_comm
@@ -316,25 +316,51 @@ def _memory_policy(c: Categorical) -> str:
     return f"selective-{c.selective}-{c.checkpoint_every}" if c.selective == "layers" else "selective-ops"
 
 
-def _memory(c: Categorical, n: Numeric, prec, shape: Shape, sp: StageParams, layers: pipeline.StageLayers,
-            m, shard) -> MemoryBreakdown:
+def _activation_policy(c: Categorical, prec) -> ActivationPolicy:
+    return ActivationPolicy(act_bytes=prec.activation_bytes, attention=c.attention, implementation=c.implementation,
+                            mlp=c.mlp, dropout=c.dropout, checkpointing=_memory_policy(c), fp8=c.precision == "fp8",
+                            norm=c.norm, positions=c.positions, predicted_fraction=c.predicted_fraction,
+                            autocast=_fp32_weights(c))
+
+
+def _layer_dims(c: Categorical, n: Numeric, shape: Shape) -> LayerDims:
     tp = np.asarray(n.tensor_parallel, dtype=float)
-    pp, v = n.pipeline_parallel, n.virtual_pipeline_stages
     ff = np.asarray(n.d_ff, dtype=float)
-    dims = LayerDims(tokens=shape.tokens, batch=n.micro_batch_size, seq_len=n.seq_len, d_model=n.d_model,
+    return LayerDims(tokens=shape.tokens, batch=n.micro_batch_size, seq_len=n.seq_len, d_model=n.d_model,
                      heads=np.asarray(n.n_heads) / tp, kv_heads=np.asarray(n.n_kv_heads) / tp, head_dim=shape.head_dim,
                      d_ff=ff / tp, tensor_parallel=tp, sequence_parallel=c.sequence_parallel)
-    act = ActivationPolicy(act_bytes=prec.activation_bytes, attention=c.attention, implementation=c.implementation,
-                           mlp=c.mlp, dropout=c.dropout, checkpointing=_memory_policy(c), fp8=c.precision == "fp8",
-                           norm=c.norm, positions=c.positions, predicted_fraction=c.predicted_fraction,
-                           autocast=_fp32_weights(c))
+
+
+def _activation_terms(c: Categorical, n: Numeric, prec, shape: Shape, shared: Block | None) -> ActivationTerms:
+    """One layer's activations, a re-materialized layer's and the loss's, per distinct shape of `shared`
+    (computed once for all calls on the block) when given."""
+    act = _activation_policy(c, prec)
+    if shared is None or shared.shapes is None:
+        vocab = np.asarray(n.vocab_size) / np.asarray(n.tensor_parallel, dtype=float)
+        return activation_terms(_layer_dims(c, n, shape), vocab, act, c.cross_entropy)
+    key = ("memory", act, c.cross_entropy, c.sequence_parallel)
+    if key not in shared.results:
+        s = shared.shapes
+        tp = np.asarray(s.tensor_parallel, dtype=float)
+        dims = _layer_dims(c, s, Shape(s.micro_batch_size, s.seq_len, s.d_model, s.n_heads, s.n_kv_heads, s.d_ff,
+                                       s.vocab_size, s.n_layers, tp, np.asarray(s.context_parallel, dtype=float),
+                                       c.sequence_parallel))
+        shared.results[key] = activation_terms(dims, np.asarray(s.vocab_size) / tp, act, c.cross_entropy)
+    return _spread(shared.results[key], shared.inverse, len(shared.shapes.micro_batch_size))
+
+
+def _memory(c: Categorical, n: Numeric, prec, shape: Shape, sp: StageParams, layers: pipeline.StageLayers,
+            m, shard, shared: Block | None = None) -> MemoryBreakdown:
+    pp, v = n.pipeline_parallel, n.virtual_pipeline_stages
+    act = _activation_policy(c, prec)
+    terms = _activation_terms(c, n, prec, shape, shared)
     # gradients exist at the activation peak (the start of backward) when they persist between steps
     # (Megatron's fp32 main_grad buffers) or accumulate over micro-batches; PyTorch optimizers free them
     # at zero_grad (set_to_none=True, the default since torch 2.0)
     grads = np.where((np.asarray(m) > 1) | (c.master_weights == "optimizer"), 1.0, 0.0)
-    common = dict(params_per_layer_local=sp.per_layer, dims=dims, vocab_local=np.asarray(n.vocab_size) / tp,
+    common = dict(params_per_layer_local=sp.per_layer, dims=None, vocab_local=None,
                   prec=prec, act=act, optimizer=c.optimizer, zero_stage=c.zero_stage, shard_group=shard,
-                  cross_entropy=c.cross_entropy, grads_at_peak=grads, host=cost.is_host_device(c.device))
+                  cross_entropy=c.cross_entropy, grads_at_peak=grads, host=cost.is_host_device(c.device), terms=terms)
     single = np.asarray(pp) == 1
     first = memory_per_device(stage=StageMemoryInputs(sp.first, layers.first,
                                                       pipeline.in_flight_microbatches(pp, m, v, stage=0),
@@ -435,30 +461,104 @@ def _first_and_inverse(code: np.ndarray, space: int) -> tuple[np.ndarray, np.nda
     return row_of[present], number[code]
 
 
-def _spread(obj, inverse):
-    """A dataclass of per-shape arrays, indexed back to one value per row."""
+def _spread(obj, inverse, count: int):
+    """A dataclass of per-shape arrays (`count` shapes), indexed back to one value per row; what does not
+    vary by shape (scalars, one-element arrays) stays as it is and broadcasts."""
     if isinstance(obj, dict):
-        return {k: _spread(v, inverse) for k, v in obj.items()}
+        return {k: _spread(v, inverse, count) for k, v in obj.items()}
     if dataclasses.is_dataclass(obj):
-        return type(obj)(**{f.name: _spread(getattr(obj, f.name), inverse) for f in dataclasses.fields(obj)})
-    if isinstance(obj, np.ndarray) and obj.ndim == 1:
-        return obj[inverse]
+        return type(obj)(**{f.name: _spread(getattr(obj, f.name), inverse, count)
+                            for f in dataclasses.fields(obj)})
+    if isinstance(obj, np.ndarray) and obj.ndim == 1 and len(obj) == count:
+        return np.take(obj, inverse)      # several times faster than obj[inverse] for unsorted indices
     return obj
 
 
-def _per_shape(c: Categorical, n: Numeric, prec) -> tuple:
-    """micro_batch_times, the layer's TP/CP communication and the (tensor, context) groups, once per
-    distinct shape."""
+@dataclass
+class Block:
+    """A block of rows that several simulate calls share (a search simulates one block for every
+    combination of its non-numeric choices): its distinct micro-batch shapes, each row's shape, and the
+    per-shape results already computed, by the categorical values they depend on. `rows(index)`: the
+    same block seen from some of its rows."""
+
+    shapes: Numeric | None          # the distinct shapes (None: too few rows, or nearly all distinct)
+    inverse: np.ndarray | None      # each row's shape
+    results: dict = field(default_factory=dict)
+
+    def rows(self, index) -> "Block":
+        """`index`: the rows' positions in the block (sorted)."""
+        return Block(self.shapes, None if self.inverse is None else np.take(self.inverse, index), self.results)
+
+
+def block(n: Numeric) -> Block:
+    """The Block of the rows of `n`."""
     distinct = _distinct_shapes(n)
-    if distinct is None:
+    return Block(None, None) if distinct is None else Block(*distinct)
+
+
+def _shape_key(c: Categorical) -> tuple:
+    """What per-shape results depend on: every categorical value but the ZeRO stage, which only decides
+    whether the weights are fp32 while they compute. Hardware by identity (the objects are kept with the
+    results, so an identity is not reused while they live)."""
+    values = tuple(id(v) if isinstance(v, (Device, Interconnect)) else v
+                   for k, v in vars(c).items() if k != "zero_stage")
+    return values + (_fp32_weights(c),)
+
+
+def _per_shape(c: Categorical, n: Numeric, prec, shared: Block | None = None) -> tuple:
+    """micro_batch_times, the layer's TP/CP communication and the (tensor, context) groups, once per
+    distinct shape (of `shared`, computed once for all calls on that block, when given)."""
+    if shared is None:
+        distinct = _distinct_shapes(n)
+        if distinct is None:
+            return _micro_batch_and_layer_comm(c, n, prec)
+        shapes, inverse = distinct
+        found = _micro_batch_and_layer_comm(c, shapes, prec)
+    elif shared.shapes is None:
         return _micro_batch_and_layer_comm(c, n, prec)
-    shapes, inverse = distinct
-    mb, lc, groups = _micro_batch_and_layer_comm(c, shapes, prec)
-    return _spread(mb, inverse), _spread(lc, inverse), tuple(_spread(g, inverse) for g in groups)
+    else:
+        shapes, inverse, key = shared.shapes, shared.inverse, _shape_key(c)
+        if key not in shared.results:
+            shared.results[key] = (_micro_batch_and_layer_comm(c, shapes, prec), (c.device, c.intra_node, c.inter_node))
+        found = shared.results[key][0]
+    mb, lc, groups = found
+    count = len(shapes.micro_batch_size)
+    return _spread(mb, inverse, count), _spread(lc, inverse, count), tuple(_spread(g, inverse, count) for g in groups)
 
 
-def simulate(c: Categorical, n: Numeric) -> dict[str, np.ndarray]:
-    """Vectorized step simulation; returns arrays keyed like the Prediction fields."""
+@dataclass
+class MemoryPart:
+    """What simulate computes before any timing: layers and parameters per stage, memory per device."""
+
+    layers: pipeline.StageLayers
+    params: object
+    stage_params: StageParams
+    memory: MemoryBreakdown
+
+    def rows(self, index, count: int) -> "MemoryPart":
+        """The rows at `index` of the `count` rows this part was computed for."""
+        return _spread(self, index, count)
+
+
+def memory_part(c: Categorical, n: Numeric, shared: Block | None = None) -> MemoryPart:
+    """simulate's memory (`.memory.total` is memory_per_device_bytes) before its timing: a search drops the
+    layouts that cannot fit and times the rest, handing simulate this part (`rows(...)` of it).
+    `shared`: as simulate's."""
+    prec = policy(c.precision, c.master_weights)
+    tp, cp, pp, dp, m = (np.asarray(x, dtype=float) for x in (
+        n.tensor_parallel, n.context_parallel, n.pipeline_parallel, n.data_parallel, n.grad_accum_steps))
+    shape = Shape(n.micro_batch_size, n.seq_len, n.d_model, n.n_heads, n.n_kv_heads, n.d_ff, n.vocab_size,
+                  n.n_layers, tp, cp, c.sequence_parallel)
+    layers = pipeline.stage_layers(n.n_layers, pp)
+    params, sp = _stage_params(c, n, layers)
+    return MemoryPart(layers, params, sp, _memory(c, n, prec, shape, sp, layers, m, dp * cp, shared))
+
+
+def simulate(c: Categorical, n: Numeric, shared: Block | None = None,
+             memory: MemoryPart | None = None) -> dict[str, np.ndarray]:
+    """Vectorized step simulation; returns arrays keyed like the Prediction fields. `shared`: the rows'
+    Block (`block(...).rows(index)`), whose per-shape results other calls on the block reuse; `memory`:
+    memory_part(c, n, ...) when the caller computed it already."""
     prec = policy(c.precision, c.master_weights)
     dev = c.device
     tp, cp, pp, v, dp, m = (np.asarray(x, dtype=float) for x in (
@@ -467,9 +567,11 @@ def simulate(c: Categorical, n: Numeric) -> dict[str, np.ndarray]:
     shape = Shape(n.micro_batch_size, n.seq_len, n.d_model, n.n_heads, n.n_kv_heads, n.d_ff, n.vocab_size,
                   n.n_layers, tp, cp, c.sequence_parallel)
     fabric = Fabric(dev, c.intra_node, c.inter_node, n.inter_node_links, n.devices_per_node)
-    mb, lc, (tensor_group, context_group) = _per_shape(c, n, prec)
+    mb, lc, (tensor_group, context_group) = _per_shape(c, n, prec, shared)
     pl = place(tp, cp, dp, pp, n.devices_per_node, tensor=tensor_group, context=context_group)
-    layers = pipeline.stage_layers(n.n_layers, pp)
+    if memory is None:
+        memory = memory_part(c, n, shared)
+    layers, params, sp, mem = memory.layers, memory.params, memory.stage_params, memory.memory
     host, recomputes = cost.is_host_device(dev), _recompute_share(c)
     single = pp == 1
     first = _stage(mb, lc, layers.first, 1.0, np.where(single, 1.0, 0.0), recomputes, host)
@@ -487,9 +589,7 @@ def simulate(c: Categorical, n: Numeric) -> dict[str, np.ndarray]:
                               act_bytes=prec.activation_bytes, tensor_parallel=tp)
     p2p_exposed, p2p_total = pipeline.p2p_exposed(send_s=p2p_time(send, pl.pipeline.crosses_nodes, fabric), pp=pp,
                                                   microbatches=m, virtual_stages=v)
-    params, sp = _stage_params(c, n, layers)
     shard = dp * cp
-    mem = _memory(c, n, prec, shape, sp, layers, m, shard)
     fwd_extra, bwd_extra, optimizer = _step_extras(c, n, prec, sp.busiest, m, shard, mem.activations)
     dp_total, dp_exposed = _data_comm(c, n, prec, sp, layers, first, mb, lc, pl, fabric, m)
     layer_tp_cp = m * np.asarray(layers.first, dtype=float)   # per-kind totals are for the first stage

@@ -20,7 +20,7 @@ import numpy as np
 
 from simkit import plan as plan_mod
 from simkit.core.errors import SimkitError
-from simkit.model.step import BREAKDOWN_KEYS, Numeric, simulate
+from simkit.model.step import BREAKDOWN_KEYS, Block, Numeric, block, memory_part, simulate
 from simkit.model.step import categorical as categorical_of
 
 NUMERIC_KEYS = (
@@ -46,13 +46,11 @@ class Batch:
     choices: dict[str, tuple[np.ndarray, list]] = field(default_factory=dict)
 
 
-def numeric_columns(base, given: dict[str, np.ndarray], n: int) -> dict[str, np.ndarray]:
-    """Every numeric plan key as a column: `given` where varied, the plan's value elsewhere; d_ff and
-    n_kv_heads follow d_model and n_heads when the plan derived them; data_parallel and grad_accum_steps
-    derived per row unless given (as plan loading derives them)."""
+def fixed_values(base) -> dict[str, float]:
+    """The plan's value of every numeric key (what rows that do not vary a key take)."""
     m, t, p, h = base.model, base.training, base.parallelism, base.hw
     data = base.spec.data
-    fixed = {
+    return {
         "model.n_layers": m.n_layers, "model.d_model": m.d_model, "model.n_heads": m.n_heads,
         "model.n_kv_heads": m.n_kv_heads, "model.d_ff": m.d_ff, "model.vocab_size": m.vocab_size,
         "model.seq_len": m.seq_len, "training.global_batch_size": t.global_batch_size,
@@ -66,6 +64,14 @@ def numeric_columns(base, given: dict[str, np.ndarray], n: int) -> dict[str, np.
         "data.samples": data.samples if data and data.samples else np.nan,
         "data.epochs": data.epochs if data else 1.0,
     }
+
+
+def numeric_columns(base, given: dict[str, np.ndarray], n: int) -> dict[str, np.ndarray]:
+    """Every numeric plan key as a column: `given` where varied, the plan's value elsewhere; d_ff and
+    n_kv_heads follow d_model and n_heads when the plan derived them; data_parallel and grad_accum_steps
+    derived per row unless given (as plan loading derives them)."""
+    m = base.model
+    fixed = fixed_values(base)
     out = {k: np.full(n, float(v)) for k, v in fixed.items()}
     for key, values in given.items():
         out[key] = np.asarray(values, dtype=float)
@@ -182,18 +188,63 @@ def evaluate(variant: Callable[[tuple], Any], batch: Batch, outputs=OUTPUT_KEYS,
     return result
 
 
-def _evaluate_group(base, batch: Batch, rows: np.ndarray, result: dict, outputs) -> None:
-    given = {k: v[rows] for k, v in batch.numeric.items()}
-    cols = numeric_columns(base, given, len(rows))
+@dataclass
+class Prepared:
+    """A block of rows ready to simulate: every numeric column (`cols`) and why each row is invalid
+    (`reason`, '' when valid). It depends on the plan's numeric values only (`signature`), so a search
+    prepares a block once and simulates it for every combination of the non-numeric choices."""
+
+    cols: dict[str, np.ndarray]
+    reason: np.ndarray
+    ok: np.ndarray
+    compact: dict[str, np.ndarray] = field(default_factory=dict)
+    """`cols` with each column that holds one value over the block as a one-element array: simulate then
+    computes what depends only on those (parameter counts, the hardware's links, ...) once, not per row."""
+    shared: Block | None = None
+    """The block's distinct micro-batch shapes, whose results every simulate call on the block shares."""
+
+
+def signature(base) -> tuple:
+    """What `prepare` takes from a loaded plan: equal signatures prepare equal blocks."""
+    m = base.spec.model
+    return (tuple(fixed_values(base).values()), m.d_ff == 4 * m.d_model, base.model.n_kv_heads == base.model.n_heads,
+            base.model.attention)
+
+
+def prepare(base, given: dict[str, np.ndarray], n: int) -> Prepared:
+    """The block of `n` rows that vary `given` (plan key -> float array) from the plan `base`."""
+    cols = numeric_columns(base, given, n)
     reason = reasons(cols, list(given), base.model.attention)
     for key, values in given.items():     # non-numbers first: they explain the NaNs
         bad = np.isnan(values)
         if bad.any():
             reason[bad] = f"{key}: not a number"
-    result["reason"][rows] = reason
+    compact = {key: value[:1] if _constant(value) else value for key, value in cols.items()}
     ok = reason == ""
+    shared = block(_numeric(compact, None if ok.all() else np.flatnonzero(ok))) if ok.any() else None
+    if shared is not None and shared.inverse is not None and not ok.all():   # indexed by every row of the block
+        inverse = np.zeros(len(ok), dtype=shared.inverse.dtype)
+        inverse[ok] = shared.inverse
+        shared.inverse = inverse
+    return Prepared(cols, reason, ok, compact, shared)
+
+
+def _constant(col: np.ndarray) -> bool:
+    if col.size <= 1:
+        return True
+    first = col[0]
+    return bool((col == first).all()) if first == first else bool(np.isnan(col).all())
+
+
+def run(base, prep: Prepared, result: dict, rows, outputs, memory_limit: float | None = None) -> None:
+    """Simulate the valid rows of `prep` with the non-numeric values of `base`; output key -> value is
+    written to result[key][rows] (rows: where the block's rows go, a slice or an index array).
+    `memory_limit`: rows needing more memory per device get only memory_per_device_bytes (and
+    fits_in_memory), the rest stays as the caller filled it: a search never times what cannot fit."""
+    ok = prep.ok
     if not ok.any():
         return
+    cols = prep.cols
     named_kernels, named_master = _stack(base)
     c0 = categorical_of(base)
     # what a plan that does not name its master weights and kernels runs on, per row (plan._derive_stack)
@@ -208,21 +259,53 @@ def _evaluate_group(base, batch: Batch, rows: np.ndarray, result: dict, outputs)
         kernels = np.where(plan_mod.megatron_layout(tp, pp, cp, master), "fused", "eager")
     parts = [(dataclasses.replace(c0, implementation=k, master_weights=m), ok & (kernels == k) & (master == m))
              for k in ("fused", "eager") for m in ("optimizer", "model")]
+    index = np.arange(len(ok)) if isinstance(rows, slice) else rows
     for c, sel in parts:
-        if not sel.any():
+        at = np.flatnonzero(sel)          # positions in the block
+        if not len(at):
             continue
-        r = simulate(c, _numeric(cols, sel))
-        where = rows[sel]
-        count = int(sel.sum())
+        num = _numeric(prep.compact, None if len(at) == len(ok) else at)
+        where = np.take(index, at)
+        part = None
+        if memory_limit is not None:
+            part = memory_part(c, num, prep.shared.rows(at))
+            memory = np.broadcast_to(part.memory.total, (len(at),))
+            fits = memory <= memory_limit
+            if "memory_per_device_bytes" in outputs:
+                result["memory_per_device_bytes"][where] = memory
+            if "fits_in_memory" in outputs:
+                result["fits_in_memory"][where] = fits
+            if not fits.all():
+                kept = np.flatnonzero(fits)
+                if not len(kept):
+                    continue
+                part = part.rows(kept, len(at))
+                at = np.take(at, kept)
+                num = _numeric(prep.compact, at)
+                where = np.take(index, at)
+        r = simulate(c, num, prep.shared.rows(at), part)
+        count = len(where)
         for key in outputs:
             result[key][where] = np.broadcast_to(np.asarray(r[key]), (count,))
-        result["_kernels"][where] = c.implementation
+        if "_kernels" in result:
+            result["_kernels"][where] = c.implementation
 
 
-def _numeric(cols: dict[str, np.ndarray], sel: np.ndarray) -> Numeric:
-    """The selected rows as simulate's Numeric."""
-    fields = {key.split(".", 1)[1]: value[sel] for key, value in cols.items()
+def _evaluate_group(base, batch: Batch, rows: np.ndarray, result: dict, outputs) -> None:
+    given = {k: v[rows] for k, v in batch.numeric.items()}
+    prep = prepare(base, given, len(rows))
+    result["reason"][rows] = prep.reason
+    run(base, prep, result, rows, outputs)
+
+
+def _numeric(cols: dict[str, np.ndarray], index: np.ndarray | None) -> Numeric:
+    """The rows at `index` (sorted positions; None: every row) as simulate's Numeric (one-element columns
+    stay one element: they broadcast)."""
+    def take(value):
+        return value if (index is None or value.size == 1) else np.take(value, index)
+
+    fields = {key.split(".", 1)[1]: take(value) for key, value in cols.items()
               if "." in key and key.split(".", 1)[1] in _NUMERIC_FIELDS}
-    tokens = cols["data.tokens"][sel]
-    tokens = np.where(np.isnan(tokens), cols["data.samples"][sel] * fields["seq_len"], tokens)
+    tokens = take(cols["data.tokens"])
+    tokens = np.where(np.isnan(tokens), take(cols["data.samples"]) * fields["seq_len"], tokens)
     return Numeric(**fields, tokens_per_epoch=tokens)

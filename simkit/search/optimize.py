@@ -21,12 +21,12 @@ import numpy as np
 
 from simkit import plan as plan_mod
 from simkit.core.errors import SimkitError, close_names
-from simkit.search.engine import Batch, evaluate
+from simkit.search import engine
 from simkit.search.space import CHOICE_DEFAULTS, DERIVED_KEYS, LAYOUT_KEYS, build_space, layouts
 
 OBJECTIVES = ("time", "cost", "time-to-train")
 KEPT_OUTPUTS = ("step_time_s", "tokens_per_s", "total_time_s", "memory_per_device_bytes")
-CACHED_CHUNKS = 64          # layouts kept between choices: 64 chunks of 8,192 rows, about 50 MiB
+CACHED_CHUNKS = 16          # layouts kept between choices: 16 chunks of 32,768 rows (about 40 MiB) and their prepared blocks
 SHOWN_KEYS = LAYOUT_KEYS + DERIVED_KEYS + tuple(CHOICE_DEFAULTS)
 
 
@@ -207,7 +207,7 @@ def optimize(plan, *, devices: int | None = None, nodes: int | None = None, obje
                             "", varied_choices=[k for k, v in space.choices.items() if len(v) > 1])
     best = _search(raw, space, space_plan, usable, has_data, max(top, 1) * 4, result)
     _check_found(result, base)
-    result.top = _rank(_load_candidates(raw, best, objective, has_data, usable)[:top], result.tie_tolerance)
+    result.top = _rank(_load_candidates(raw, best, objective, has_data, usable, top), result.tie_tolerance)
     result.as_written, result.as_written_note = _as_written(raw, base, objective, has_data, usable)
     result.explanation = explain(result)
     result.elapsed_s = time.perf_counter() - t0
@@ -242,26 +242,42 @@ def _tie_tolerance(device) -> float:
 
 
 def _search(raw, space, space_plan, usable, has_data, keep, result) -> list[tuple[float, dict]]:
-    """Evaluate every configuration; returns the best `keep` (objective, settings) that fit."""
+    """Evaluate every configuration; returns the best `keep` (objective, settings) that fit. Layouts that
+    cannot fit are never timed (their memory is computed first)."""
     variant = _variant_loader(raw, space_plan.n_devices)
     keys = list(space.choices)
     kept: list[tuple[float, dict]] = []
     per_node = space_plan.hw.devices_per_node
     cached: list | None = None         # the layouts are the same for every choice: kept when they are few
+    prepared: dict[tuple, engine.Prepared] = {}    # per cached chunk, SP filter and plan numbers
     for combo in itertools.product(*(space.choices[k] for k in keys)):
         assignment = tuple(zip(keys, combo))
+        try:
+            base = variant(assignment)
+        except SimkitError:
+            base = None
+        sp_off = dict(assignment).get("parallelism.sequence_parallel") is False
         fresh = [] if cached is None else None
-        for chunk in (cached if cached is not None else layouts(space_plan, space)):
+        for number, chunk in enumerate(cached if cached is not None else layouts(space_plan, space)):
             if fresh is not None and len(fresh) < CACHED_CHUNKS:
                 fresh.append(chunk)
-            if dict(assignment).get("parallelism.sequence_parallel") is False:
+            if sp_off:
                 chunk = _select(chunk, chunk["parallelism.tensor_parallel"] > 1)   # SP only means something with TP
             n = len(chunk["parallelism.tensor_parallel"])
             if n == 0:
                 continue
-            r = evaluate(lambda _, a=assignment: variant(a), Batch(n, numeric=chunk), outputs=KEPT_OUTPUTS)
             result.searched += n
-            ok = r["reason"] == ""
+            if base is None:
+                continue
+            key = (number, sp_off, engine.signature(base)) if number < CACHED_CHUNKS else None
+            prep = prepared.get(key) if key is not None else None
+            if prep is None:
+                prep = engine.prepare(base, chunk, n)
+                if key is not None:
+                    prepared[key] = prep
+            r = {k: np.full(n, np.nan) for k in KEPT_OUTPUTS}
+            engine.run(base, prep, r, slice(None), KEPT_OUTPUTS, memory_limit=usable)
+            ok = prep.ok
             result.valid += int(ok.sum())
             if ok.any():
                 result.smallest_memory_bytes = min(result.smallest_memory_bytes,
@@ -296,12 +312,15 @@ def _plain(x):
     return int(x) if x == int(x) else x
 
 
-def _load_candidates(raw, best, objective, has_data, usable) -> list[Candidate]:
-    """The best settings as ordinary plans, predicted one by one (each still valid and fitting)."""
+def _load_candidates(raw, best, objective, has_data, usable, top: int) -> list[Candidate]:
+    """The first `top` of the best settings as ordinary plans, predicted one by one (each still valid and
+    fitting, and not a repeat of a simpler one)."""
     from simkit.model.step import predict
 
     out: list[Candidate] = []
     for _, settings in sorted(best, key=lambda b: (b[0], _complexity(b[1]))):
+        if len(out) == top:
+            break
         plan = plan_mod.load_plan(_configured_raw(raw, {k: v for k, v in settings.items() if k not in DERIVED_KEYS}))
         pred = predict(plan)
         if pred.memory_per_device_bytes > usable:      # the engine and predict agree; belt and braces

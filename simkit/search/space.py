@@ -32,7 +32,7 @@ DERIVED_KEYS = ("parallelism.data_parallel", "training.grad_accum_steps")
 CHOICE_DEFAULTS = {"parallelism.zero_stage": [0, 1, 2, 3],
                    "training.activation_checkpointing": ["none", "selective", "full"],
                    "parallelism.sequence_parallel": [True, False]}
-CHUNK_ROWS = 8192       # rows per simulate call: large enough to amortize the call, small enough for the cache
+CHUNK_ROWS = 32768       # rows per simulate call: large enough to amortize the call, small enough for the cache
 
 
 @functools.lru_cache(maxsize=1024)

@@ -1,7 +1,8 @@
 """Is `simkit calibrate`'s fp32 GEMM number as good as torch gets on this machine?
 
-Times each shape many ways (torch.matmul with and without out=, torch.mm, the @ operator; every
-thread count up to the core count) and through calibrate's own code path (simkit.measure.gemm with
+Times each shape many ways -- the three GEMMs of a training linear layer (forward X W^T, input grad
+dY W, weight grad dY^T X), which is what calibrate times (simkit/measure/gemm.py), with torch.matmul or
+torch.mm, with and without out=, F.linear for the forward; every thread count up to the core count -- and through calibrate's own code path (simkit.measure.gemm with
 a --quick run's per-shape budget), interleaved in rounds so that slow and fast phases of a shared
 machine hit every way alike. Prints the best way's median, calibrate's median and their ratio.
 With --profile, also compares with the median a `simkit calibrate` run wrote (taken at another
@@ -27,9 +28,17 @@ QUICK_BUDGET = Budget(warmup_s=0.075, measure_s=0.45, min_samples=5, max_samples
 
 
 def ways(n: int) -> dict[str, callable]:
-    a, b, c = torch.randn(n, n), torch.randn(n, n), torch.empty(n, n)
-    return {"matmul(out=)": lambda: torch.matmul(a, b, out=c), "matmul": lambda: torch.matmul(a, b),
-            "mm(out=)": lambda: torch.mm(a, b, out=c), "mm": lambda: torch.mm(a, b), "a @ b": lambda: a @ b}
+    """Each way runs the three layouts of a linear layer's forward and backward (3 GEMMs of n^3)."""
+    x, w, dy = torch.randn(n, n), torch.randn(n, n), torch.randn(n, n)
+    y, dx, dw = torch.empty(n, n), torch.empty(n, n), torch.empty(n, n)
+
+    def with_out(f):
+        return lambda: (f(x, w.t(), out=y), f(dy, w, out=dx), f(dy.t(), x, out=dw))
+
+    def without(f):
+        return lambda: (f(x, w.t()), f(dy, w), f(dy.t(), x))
+    return {"matmul(out=)": with_out(torch.matmul), "matmul": without(torch.matmul), "mm(out=)": with_out(torch.mm),
+            "mm": without(torch.mm), "F.linear, a @ b": lambda: (torch.nn.functional.linear(x, w), dy @ w, dy.t() @ x)}
 
 
 def sample(call, seconds: float) -> list[float]:
@@ -45,7 +54,7 @@ def sample(call, seconds: float) -> list[float]:
 
 def compare(n: int, rounds: int, seconds: float) -> dict[str, float]:
     """Median FLOP/s of every way (and of calibrate's measurement) over interleaved rounds."""
-    flop = gemm_flop((n, n, n))
+    flop = 3 * gemm_flop((n, n, n))
     rates: dict[str, list[float]] = {}
     for _ in range(rounds):
         for threads in range(1, cpu_count() + 1):

@@ -15,7 +15,7 @@ torch = pytest.importorskip("torch")
 from simkit.measure import Target, cpu_count  # noqa: E402
 from simkit.measure.attention import AttentionShape, backward_flop, forward_flop, make_passes  # noqa: E402
 from simkit.measure.bandwidth import make_pass  # noqa: E402
-from simkit.measure.gemm import gemm_flop, make_gemm  # noqa: E402
+from simkit.measure.gemm import gemm_flop, layouts, make_gemm  # noqa: E402
 from simkit.measure.timing import configured  # noqa: E402
 
 MIB = 2**20
@@ -32,7 +32,7 @@ def target():
 def test_gemm(benchmark, target, dtype, size):
     shape = (size, size, size)
     call = make_gemm(target, dtype, shape)
-    benchmark.extra_info["flop"] = gemm_flop(shape)
+    benchmark.extra_info["flop"] = layouts(dtype) * gemm_flop(shape)
     benchmark(call)
 
 

@@ -93,7 +93,8 @@ class TrainingSpec:
     master_weights: Optional[Literal["model", "optimizer"]] = spec(
         None, doc="model: fp32 weights, autocast casts them each micro-step (PyTorch AMP, FSDP); optimizer: 16-bit "
         "weights, fp32 master copy in the optimizer (Megatron, NeMo, DeepSpeed); default optimizer for zero_stage 1 "
-        "and 2 (distributed optimizer), else model")
+        "and 2 (distributed optimizer) and for tensor/pipeline/context parallelism without ZeRO (Megatron's "
+        "Float16Module), else model")
     fp8_recipe: Literal["delayed", "current", "mxfp8", "blockwise"] = spec(
         "delayed", doc="with precision fp8, TransformerEngine's scaling: delayed (amax history, TE's default), "
         "current (per-tensor current scaling), mxfp8 (1x32 blocks, Blackwell), blockwise (1x128 / 128x128)")

@@ -1,8 +1,18 @@
 """Matmul throughput over a grid of transformer-like shapes and every dtype the device supports.
 
-C = A @ B with A: (m, k), B: (k, n), C: (m, n) preallocated; 2*m*n*k FLOP per call. fp8 uses
-torch._scaled_mm (e4m3 inputs, bf16 output, unit scales), on CUDA only (see `supported_dtypes`). Each measurement has a time budget; a
-shape whose calls would not fit is measured at a smaller size and extrapolated (see `plan_shape`).
+A shape (m, n, k) is timed as a linear layer runs it in training: one call is the three GEMMs of its
+forward and backward, each 2*m*n*k FLOP, outputs preallocated (`LAYOUTS`):
+  forward        Y[m, n]  = X[m, k] @ W[n, k]^T   (F.linear: the weight is read transposed)
+  input grad     dX[m, k] = dY[m, n] @ W[n, k]    (inner dimension n)
+  weight grad    dW[n, k] = dY[m, n]^T @ X[m, k]  (inner dimension m)
+Why: a training step runs these three layouts in equal FLOP shares, and a library may serve them at
+very different speeds. On a CPU without native bf16 instructions (an AMD EPYC with AVX2 only, torch
+2.13 / oneDNN, 512^3, one thread) bf16 ran at 5.1, 1.0 and 17 GFLOP/s in the three layouts and a plain
+A @ B at 1.2: timing A @ B alone made every bf16 step of the CPU validation suite predicted 1.7-2.3x too
+slow. cuBLAS serves the layouts alike, so on GPUs this changes little. fp8 is one torch._scaled_mm
+(e4m3 inputs, bf16 output, unit scales; the layout it requires), on CUDA only (see `supported_dtypes`).
+Each measurement has a time budget; a shape whose calls would not fit is measured at a smaller size and
+extrapolated (see `plan_shape`).
 """
 from __future__ import annotations
 
@@ -64,23 +74,35 @@ def matmul_precision(dtype: str) -> Iterator[None]:
         torch.set_float32_matmul_precision(previous)
 
 
-def _inputs(target: Target, dtype: str, shape: Shape) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def layouts(dtype: str) -> int:
+    """GEMMs per timed call: the three of a training linear layer, or one `_scaled_mm` for fp8."""
+    return 1 if dtype == "fp8" else 3
+
+
+def _inputs(target: Target, dtype: str, shape: Shape) -> tuple[torch.Tensor, ...]:
     m, n, k = shape
-    a = random_tensor((m, k), torch_dtype(dtype), target)
     if dtype == "fp8":  # _scaled_mm wants B column-major
+        a = random_tensor((m, k), torch_dtype(dtype), target)
         b = random_tensor((n, k), torch_dtype(dtype), target).t()
         c = torch.empty((m, n), dtype=torch.bfloat16, device=target.tensor_device)
-    else:
-        b = random_tensor((k, n), torch_dtype(dtype), target)
-        c = torch.empty((m, n), dtype=torch_dtype(dtype), device=target.tensor_device)
-    return a, b, c
+        return a, b, c
+    x, w, dy = (random_tensor(s, torch_dtype(dtype), target) for s in ((m, k), (n, k), (m, n)))
+    outputs = (torch.empty(s, dtype=torch_dtype(dtype), device=target.tensor_device) for s in ((m, n), (m, k), (n, k)))
+    return (x, w, dy, *outputs)
 
 
-def _call(dtype: str, a: torch.Tensor, b: torch.Tensor, c: torch.Tensor) -> Callable[[], object]:
+def _call(dtype: str, *tensors: torch.Tensor) -> Callable[[], object]:
     if dtype == "fp8":
+        a, b, c = tensors
         scale = torch.ones((), device=a.device)
         return lambda: torch._scaled_mm(a, b, scale, scale, out_dtype=torch.bfloat16, out=c)
-    return lambda: torch.matmul(a, b, out=c)
+    x, w, dy, y, dx, dw = tensors
+
+    def linear_forward_and_backward():
+        torch.matmul(x, w.t(), out=y)      # forward, as F.linear
+        torch.matmul(dy, w, out=dx)        # gradient of the input
+        torch.matmul(dy.t(), x, out=dw)    # gradient of the weight
+    return linear_forward_and_backward
 
 
 def input_sets(shape: Shape, dtype: str, cache_bytes: int) -> int:
@@ -88,13 +110,14 @@ def input_sets(shape: Shape, dtype: str, cache_bytes: int) -> int:
     the cache (see `operand_cache_bytes`): enough to cover twice the cache, at most 64 and 1 GiB."""
     m, n, k = shape
     itemsize = torch.tensor([], dtype=torch_dtype(dtype)).element_size()
-    working_set = (m * k + k * n + m * n) * itemsize
+    working_set = (m * k + k * n + m * n) * itemsize * (2 if layouts(dtype) == 3 else 1)
     wanted = math.ceil(2 * cache_bytes / working_set)
     return max(1, min(wanted, _MAX_INPUT_SETS, _MAX_ROTATION_BYTES // working_set))
 
 
 def make_gemm(target: Target, dtype: str, shape: Shape) -> Callable[[], object]:
-    """A zero-argument call doing one GEMM; successive calls rotate through copies of the inputs."""
+    """A zero-argument call doing `layouts(dtype)` GEMMs of `shape`; successive calls rotate through copies
+    of the inputs."""
     first = _inputs(target, dtype, shape)
     copies = [first] + [tuple(t.clone() for t in first)
                         for _ in range(input_sets(shape, dtype, operand_cache_bytes(target)) - 1)]
@@ -126,9 +149,10 @@ def supported_dtypes(target: Target) -> list[str]:
 
 
 def measure_gemm(target: Target, dtype: str, shape: Shape, budget: Budget) -> Rate:
+    """FLOP/s of `shape` in `dtype`, over the GEMM layouts of a training step (see the module docstring)."""
     call = make_gemm(target, dtype, shape)
     with matmul_precision(dtype):
-        return measure_rate(call, gemm_flop(shape), "flop_per_s", target, budget)
+        return measure_rate(call, layouts(dtype) * gemm_flop(shape), "flop_per_s", target, budget)
 
 
 # ----------------------------------------------------------------------------- the sweep
@@ -176,7 +200,7 @@ def sweep(target: Target, dtypes: list[str], shapes: list[Shape], budget_s: floa
         known = [r.median for (d, s), r in measured.items() if d == dtype]
         expected = max(known) if known else None
         target_shape = plan_shape(shape, expected, (budget.measure_s + budget.warmup_s) * rounds,
-                                  (budget.min_samples + 1) * rounds)
+                                  (budget.min_samples + 1) * rounds * layouts(dtype))
         on_item(f"matmul {dtype} {'x'.join(map(str, shape))}")
         if (dtype, target_shape) not in measured:
             measured[dtype, target_shape] = measure_gemm(target, dtype, target_shape, budget)

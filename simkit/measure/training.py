@@ -538,13 +538,29 @@ MEMORY_CATEGORIES = {"PARAMETER": "weights", "GRADIENT": "gradients", "OPTIMIZER
                      "INPUT": "inputs", None: "unknown"}
 
 
+@contextlib.contextmanager
+def _stderr_silenced():
+    """File descriptor 2 to /dev/null: torch's profiler (kineto) writes 'USDT: ... profiler_start/stop'
+    lines there from C++ on every start and stop, which would land in the user's terminal."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    try:
+        with open(os.devnull, "w") as null:
+            os.dup2(null.fileno(), 2)
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+
+
 def profile_memory_step(trainer: "Trainer") -> dict:
     """Peak memory of one training step on the CPU from torch.profiler's memory timeline (every tensor the
     CPU allocator holds, by kind): the peak's total and what it is made of."""
     from torch.profiler import ProfilerActivity, profile
     from torch.profiler._memory_profiler import MemoryProfileTimeline, _CATEGORY_TO_INDEX
 
-    with profile(activities=[ProfilerActivity.CPU], profile_memory=True, record_shapes=True, with_stack=True) as prof:
+    with _stderr_silenced(), profile(activities=[ProfilerActivity.CPU], profile_memory=True, record_shapes=True,
+                                     with_stack=True) as prof:
         trainer.step()
     _, sizes = MemoryProfileTimeline(prof._memory_profile())._coalesce_timeline(torch.device("cpu"))
     totals = [sum(row) for row in sizes]

@@ -48,6 +48,16 @@ def test_fsdp_holds_two_gathered_layers_and_one_unsharded_gradient():
     assert float(gathered) == pytest.approx(3 * per_layer * 2)
 
 
+@pytest.mark.parametrize("master, dp, expected", [("model", 8, 4.0), ("model", 1, 0.0), ("optimizer", 8, 0.0)])
+def test_torch_ddp_buckets_copy_every_gradient(master, dp, expected):
+    # torch DDP (PyTorch AMP: master weights in the model) allocates buckets for every parameter, a flat fp32
+    # copy of the gradients ("gradient_as_bucket_view ... saved memory equal to the total gradients size",
+    # DDP docs); one rank has no DDP; Megatron's DDP reduces from its own main-grad buffer (no copy)
+    *_, buffers = model_states(params_local=1.0, params_per_layer_local=0.0, prec=policy("bf16", master),
+                               optimizer="adamw", zero_stage=0, shard_group=dp, grads_at_peak=1.0)
+    assert float(buffers) == pytest.approx(expected)
+
+
 def test_master_weights_default_follows_the_zero_stage():
     base = {"model": {"preset": "gpt2-124m"}, "training": {"global_batch_size": 8, "micro_batch_size": 1},
             "hardware": {"system": "dgx-a100-80gb"}}

@@ -91,9 +91,9 @@ def _prediction(r: ReportInputs) -> str:
                     for k, v, note in facts)
     warnings = "".join(f'<p class="warn">warning: {_e(w)}</p>' for w in p.warnings)
     return (f'<h2 id="prediction">Prediction</h2>\n<div class="facts">{cards}</div>{warnings}\n'
-            f'<p class="note">{human_count(p.parameters)} parameters; the interval combines the model\'s measured '
-            "error for this kind of hardware profile (below) with the spread of the calibration, and the risk that "
-            "communication assumed hidden is not.</p>")
+            f'<p class="note">{human_count(p.parameters)} parameters; the interval is where the measured step time '
+            "of held-out runs fell around the prediction on this kind of hardware profile (below), widened by the "
+            "spread of the calibration.</p>")
 
 
 def _breakdown(r: ReportInputs) -> str:

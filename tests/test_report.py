@@ -67,7 +67,10 @@ def test_report_on_a_calibrated_profile_shows_what_was_measured(runner, tmp_path
     page = _report(runner, tmp_path, LLAMA, "--set", f"hardware.device={profile}", "--nodes", "8")
     assert len(_images(page)) == 4                                   # and the calibration's plot
     assert "(calibrated profile)" in page and "measured by simkit calibrate on gpuhost" in page
-    assert f"{100 * known_errors()['calibrated']['mape']:.1f} %" in page
+    error = known_errors()["calibrated"]
+    low_pct, high_pct = (100 * (math.exp(error[k]) - 1) for k in ("low", "high"))
+    assert "calibrated profiles, the measured step time" in page and f"<b>{high_pct:+.1f} %</b>" in page
+    assert f"<b>{low_pct:+.1f} %</b>" in page
     assert "name: calibrated-h100" in page                           # the profile travels with the page
     assert f"simkit hardware plot {profile} -o hardware.png" in page
     assert "--set hardware.device=" in page

@@ -195,49 +195,34 @@ def test_signal_during_two_process_validate_stops_every_worker(tmp_path, sig, co
     assert list(scratch.glob("simkit-*")) == []
 
 
+LONG_COMMANDS = [   # (the function patched to hang, the command, its output file)
+    pytest.param("sweep.evaluate", ["sweep", "{plan}", "--vary", "training.micro_batch_size=1,2", "--output", "{out}"],
+                 id="sweep"),
+    pytest.param("optimize._search", ["optimize", "{plan}", "--devices", "1", "--output", "{out}"], id="optimize")]
+
+
 @pytest.mark.parametrize("sig, code", SIGNALS)
-def test_signal_during_sweep_writes_no_csv(tmp_path, sig, code):
-    plan, out, started = tmp_path / "plan.yml", tmp_path / "sweep.csv", tmp_path / "started"
+@pytest.mark.parametrize("patched, command", LONG_COMMANDS)
+def test_signal_during_a_search_writes_no_output(tmp_path, sig, code, patched, command):
+    plan, out, started = tmp_path / "plan.yml", tmp_path / "result.csv", tmp_path / "started"
     plan.write_text(TINY_PLAN % (1, 1))
     out.write_text("earlier,csv\n")
+    module, function = patched.split(".")
     script = _script(tmp_path, f"""
         import pathlib, time
-        from simkit.search import sweep
+        from simkit.search import {module}
         def slow(*args, **kwargs):
             pathlib.Path({str(started)!r}).touch()
             time.sleep(60)
-        sweep.evaluate = slow
-    """, ["sweep", str(plan), "--vary", "training.micro_batch_size=1,2", "--output", str(out)])
+        {module}.{function} = slow
+    """, [arg.format(plan=plan, out=out) for arg in command])
     process = _start(script, tmp_path / "scratch")
     _wait_for(started.exists, process)
     _, stderr = _interrupt(process, sig)
     assert process.returncode == code, stderr
     assert stderr.splitlines() == [f"interrupted: {out} was not written (an earlier file there is untouched)"]
     assert out.read_text() == "earlier,csv\n"
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["plan.yml", "run_simkit.py", "scratch", "started",
-                                                          "sweep.csv"]
-
-
-@pytest.mark.parametrize("sig, code", SIGNALS)
-def test_signal_during_optimize_writes_no_output(tmp_path, sig, code):
-    plan, out, started = tmp_path / "plan.yml", tmp_path / "best.csv", tmp_path / "started"
-    plan.write_text(TINY_PLAN % (1, 1))
-    out.write_text("earlier,csv\n")
-    script = _script(tmp_path, f"""
-        import pathlib, time
-        from simkit.search import optimize
-        def slow(*args, **kwargs):
-            pathlib.Path({str(started)!r}).touch()
-            time.sleep(60)
-        optimize._search = slow
-    """, ["optimize", str(plan), "--devices", "1", "--output", str(out)])
-    process = _start(script, tmp_path / "scratch")
-    _wait_for(started.exists, process)
-    _, stderr = _interrupt(process, sig)
-    assert process.returncode == code, stderr
-    assert stderr.splitlines() == [f"interrupted: {out} was not written (an earlier file there is untouched)"]
-    assert out.read_text() == "earlier,csv\n"
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["best.csv", "plan.yml", "run_simkit.py", "scratch",
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["plan.yml", "result.csv", "run_simkit.py", "scratch",
                                                           "started"]
 
 

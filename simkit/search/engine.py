@@ -37,6 +37,25 @@ COMM_OUTPUT_KEYS = ("comm_tensor_exposed", "comm_context_exposed", "comm_pipelin
 _NUMERIC_FIELDS = frozenset(f.name for f in dataclasses.fields(Numeric))
 
 
+def memoized(load: Callable[[tuple], "plan_mod.Plan"]) -> Callable[[tuple], "plan_mod.Plan"]:
+    """variant(assignment) for `evaluate`: `load(assignment)` once per assignment (a tuple of (key, value)),
+    its SimkitError kept and raised again on every later call."""
+    cache: dict[tuple, Any] = {}
+
+    def variant(assignment: tuple):
+        if assignment not in cache:
+            try:
+                cache[assignment] = load(assignment)
+            except SimkitError as exc:
+                cache[assignment] = exc
+        found = cache[assignment]
+        if isinstance(found, SimkitError):
+            raise found
+        return found
+    return variant
+
+
+
 @dataclass
 class Batch:
     """Configurations as columns: `numeric` plan key -> float array; `choices` plan key -> (codes, values)."""

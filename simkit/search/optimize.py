@@ -139,22 +139,10 @@ def _variant_loader(raw: dict, devices: int | None):
     """variant(assignment) for the engine: the plan with the non-numeric choices set and a neutral layout
     (one device per model, one sequence per device: it loads for any device count); the engine gives every
     numeric layout key per row. `devices` None: the plan's own."""
-    cache: dict[tuple, Any] = {}
-
-    def variant(assignment: tuple):
-        if assignment not in cache:
-            neutral = {"parallelism.tensor_parallel": 1, "parallelism.pipeline_parallel": 1,
-                       "parallelism.context_parallel": 1, "parallelism.virtual_pipeline_stages": 1,
-                       "training.micro_batch_size": 1, "training.global_batch_size": devices or _devices(raw)}
-            try:
-                cache[assignment] = plan_mod.load_plan(_configured_raw(raw, {**neutral, **dict(assignment)}))
-            except SimkitError as exc:
-                cache[assignment] = exc
-        found = cache[assignment]
-        if isinstance(found, SimkitError):
-            raise found
-        return found
-    return variant
+    neutral = {"parallelism.tensor_parallel": 1, "parallelism.pipeline_parallel": 1,
+               "parallelism.context_parallel": 1, "parallelism.virtual_pipeline_stages": 1,
+               "training.micro_batch_size": 1, "training.global_batch_size": devices or _devices(raw)}
+    return engine.memoized(lambda assignment: plan_mod.load_plan(_configured_raw(raw, {**neutral, **dict(assignment)})))
 
 
 def _devices(raw: dict) -> int:

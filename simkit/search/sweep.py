@@ -15,7 +15,7 @@ import numpy as np
 
 from simkit import plan as plan_mod
 from simkit.core.errors import SimkitError, close_names
-from simkit.search.engine import NUMERIC_KEYS, OUTPUT_KEYS, Batch, evaluate
+from simkit.search.engine import NUMERIC_KEYS, OUTPUT_KEYS, Batch, evaluate, memoized
 
 CHUNK_ROWS = 16_384   # rows per vectorized call: bounds memory, stays in cache, lets big sweeps report progress
 
@@ -62,20 +62,8 @@ def _as_number(v) -> float:
 def _variants(source, overrides: tuple[str, ...]):
     """variant(((key, value), ...)) -> the plan with those values set, each loaded once."""
     loc = plan_mod.read_yaml(source) if isinstance(source, (str, plan_mod.Path)) else source
-    cache: dict[tuple, Any] = {}
-
-    def variant(assignment: tuple):
-        if assignment not in cache:
-            sets = tuple(overrides) + tuple(f"{k}={v}" for k, v in assignment)
-            try:
-                cache[assignment] = plan_mod.load_plan(loc, sets)
-            except SimkitError as exc:
-                cache[assignment] = exc
-        found = cache[assignment]
-        if isinstance(found, SimkitError):
-            raise found
-        return found
-    return variant
+    return memoized(lambda assignment: plan_mod.load_plan(
+        loc, tuple(overrides) + tuple(f"{k}={v}" for k, v in assignment)))
 
 
 def sweep_columns(source, varies: list[str], overrides: tuple[str, ...] = (),

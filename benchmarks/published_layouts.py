@@ -10,7 +10,7 @@ import copy
 import sys
 
 from simkit.core.errors import SimkitError
-from simkit.search.optimize import label, optimize
+from simkit.search.optimize import optimize
 from simkit.validate.published import load_published
 
 TUNED = ("nemo", "mbridge")

@@ -26,7 +26,6 @@ from simkit.core.errors import SimkitError  # noqa: E402
 from simkit.hardware import load_device  # noqa: E402
 from simkit.measure import calibrate as cal  # noqa: E402
 from simkit.measure import nodes  # noqa: E402
-from simkit.measure.attention import AttentionShape  # noqa: E402
 from simkit.measure.collectives import bus_factor, summarize  # noqa: E402
 
 TINY_PLAN = """

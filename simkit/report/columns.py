@@ -5,7 +5,6 @@ formatting it with pandas took two thirds of a 98,304-row sweep). The format fol
 from __future__ import annotations
 
 import os
-import tempfile
 from pathlib import Path
 
 import numpy as np

@@ -90,7 +90,7 @@ def layouts(plan, space: Space, chunk_rows: int = CHUNK_ROWS):
     """Chunks of valid numeric layouts: dicts of plan key -> float array (at most `chunk_rows` rows each),
     every row whole in its divisions. Rows are made per value of the other numeric keys (nodes, batch,
     ...), so memory stays at about one chunk whatever the size of the space."""
-    m, h, t = plan.model, plan.hw, plan.training
+    h, t = plan.hw, plan.training
     extra = {k: v for k, v in space.numeric.items() if k not in LAYOUT_KEYS and v is not None}
     extra.setdefault("hardware.nodes", [h.nodes])
     extra.setdefault("training.global_batch_size", [t.global_batch_size])

@@ -272,25 +272,22 @@ def test_calibrate_refuses_an_unwritable_output_before_measuring(tmp_path, fault
     assert not any(p.name.endswith(".tmp") for p in tmp_path.rglob("*"))
 
 
-@pytest.mark.parametrize("fault", OUTPUT_FAULTS)
-def test_validate_refuses_an_unwritable_record_before_running(tmp_path, fault):
-    plan = tmp_path / "plan.yml"
-    plan.write_text(TINY_PLAN % (1, 1))
-    out, fsize, reason = _fault(tmp_path, fault, "runs.jsonl")
-    result = _simkit(["validate", str(plan), "--steps", "1", "--record", str(out)], fsize)
-    assert result.returncode == 2, result.stderr
-    assert result.stderr.splitlines() == [f"error: {out}: --record: cannot write: {reason}"]
-    assert not out.exists()
+UNWRITABLE = [   # (command, the option named in the error, the output's file name)
+    pytest.param(["validate", "{plan}", "--steps", "1", "--record", "{out}"], "--record", "runs.jsonl", id="validate"),
+    pytest.param(["sweep", "{plan}", "--vary", "training.micro_batch_size=1,2", "-o", "{out}"], "--output", "sweep.csv",
+                 id="sweep"),
+    pytest.param(["optimize", "{plan}", "--devices", "1", "-o", "{out}"], "--output", "best.csv", id="optimize")]
 
 
 @pytest.mark.parametrize("fault", OUTPUT_FAULTS)
-def test_sweep_refuses_an_unwritable_output(tmp_path, fault):
+@pytest.mark.parametrize("command, option, name", UNWRITABLE)
+def test_an_unwritable_output_is_refused_before_the_work(tmp_path, fault, command, option, name):
     plan = tmp_path / "plan.yml"
     plan.write_text(TINY_PLAN % (1, 1))
-    out, fsize, reason = _fault(tmp_path, fault, "sweep.csv")
-    result = _simkit(["sweep", str(plan), "--vary", "training.micro_batch_size=1,2", "-o", str(out)], fsize)
+    out, fsize, reason = _fault(tmp_path, fault, name)
+    result = _simkit([arg.format(plan=plan, out=out) for arg in command], fsize)
     assert result.returncode == 2, result.stderr
-    assert result.stderr.splitlines() == [f"error: {out}: --output: cannot write: {reason}"]
+    assert result.stderr.splitlines() == [f"error: {out}: {option}: cannot write: {reason}"]
     assert not out.exists()
 
 
